@@ -1,0 +1,191 @@
+"""Jitted NNX train and eval steps, a ``fit`` loop that returns a history, and per-layer gradient norms.
+
+A *loss function* has the signature ``loss_fn(model, x, y, params) -> (loss, logits)``: ``params`` is any pytree
+of arrays (an auxiliary-loss weight, a distillation temperature...) passed *traced*, so changing it does not
+recompile the step (../shared/GUIDE.md: compiling costs seconds on a CPU, so compile once and pass what varies).
+``logits`` are the main head's, used for accuracy.
+
+Everything is deterministic given the seed: parameters come from ``nnx.Rngs(seed)``, the batch order from
+``numpy.random.default_rng(seed + epoch)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from course.data import Dataset, batches
+
+LossFn = Callable[[nnx.Module, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
+
+
+def cross_entropy(model: nnx.Module, x: jax.Array, y: jax.Array, params: Any = None) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy of ``model(x)`` against integer labels ``y``; returns (loss, logits)."""
+    logits = model(x)  # (B, num_classes)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+
+@nnx.jit(static_argnames=("loss_fn",))
+def train_step(model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array,
+               loss_fn: LossFn = cross_entropy, loss_params: Any = None) -> tuple[jax.Array, jax.Array]:
+    """One optimizer step on batch (x, y); returns (loss, accuracy) of the batch before the step."""
+    def f(m):
+        return loss_fn(m, x, y, loss_params)
+
+    (loss, logits), grads = nnx.value_and_grad(f, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return loss, (logits.argmax(-1) == y).mean()
+
+
+@nnx.jit(static_argnames=("loss_fn",))
+def eval_step(model: nnx.Module, x: jax.Array, y: jax.Array, mask: jax.Array,
+              loss_fn: LossFn = cross_entropy, loss_params: Any = None) -> tuple[jax.Array, jax.Array]:
+    """Summed per-example loss and number correct over the examples where ``mask`` is true."""
+    logits = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return (loss * mask).sum(), ((logits.argmax(-1) == y) * mask).sum()
+
+
+@nnx.jit
+def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
+    return model(x)
+
+
+def _padded_batches(x: np.ndarray, batch_size: int):
+    """Fixed-size batches (the last one zero-padded) so evaluation compiles one program; yields (xb, n_real)."""
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
+        yield xb, n
+
+
+def predict(model: nnx.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits (N, num_classes) of ``model`` in eval mode."""
+    model.eval()
+    out = [np.asarray(_logits(model, jnp.asarray(xb)))[:n] for xb, n in _padded_batches(x, batch_size)]
+    return np.concatenate(out)
+
+
+def evaluate(model: nnx.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` (eval mode) on (x, y)."""
+    model.eval()
+    loss_sum, correct = 0.0, 0.0
+    for i, (xb, n) in enumerate(_padded_batches(x, batch_size)):
+        yb = np.zeros(len(xb), np.int32)
+        yb[:n] = y[i * batch_size:i * batch_size + n]
+        mask = np.arange(len(xb)) < n
+        ls, c = eval_step(model, jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(mask))
+        loss_sum, correct = loss_sum + float(ls), correct + float(c)
+    return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch metrics of a :func:`fit` run. ``h["test_accuracy"]`` is a list, one value per epoch."""
+
+    epoch: list[int] = dataclasses.field(default_factory=list)
+    train_loss: list[float] = dataclasses.field(default_factory=list)
+    train_accuracy: list[float] = dataclasses.field(default_factory=list)
+    test_loss: list[float] = dataclasses.field(default_factory=list)
+    test_accuracy: list[float] = dataclasses.field(default_factory=list)
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    extra: dict[str, list] = dataclasses.field(default_factory=dict)  # what callbacks record, per epoch
+
+    def __getitem__(self, key: str) -> list:
+        return getattr(self, key) if key in self.__dataclass_fields__ else self.extra[key]
+
+    def final(self) -> dict[str, float]:
+        """The last epoch's metrics."""
+        keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+        return {k: self[k][-1] for k in keys if self[k]}
+
+
+def make_optimizer(model: nnx.Module, lr: float | optax.Schedule = 1e-3,
+                   tx: optax.GradientTransformation | None = None) -> nnx.Optimizer:
+    """``nnx.Optimizer`` over the model's ``nnx.Param``s; Adam with learning rate ``lr`` unless ``tx`` is given."""
+    return nnx.Optimizer(model, tx if tx is not None else optax.adam(lr), wrt=nnx.Param)
+
+
+def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epochs: int = 5,
+        batch_size: int = 64, lr: float = 1e-3, tx: optax.GradientTransformation | None = None,
+        optimizer: nnx.Optimizer | None = None, seed: int = 0, loss_fn: LossFn = cross_entropy,
+        loss_params: Any = None, test: tuple[np.ndarray, np.ndarray] | None = None, verbose: bool = True,
+        callback: Callable[[int, nnx.Module, History], None] | None = None) -> History:
+    """Train ``model`` in place for ``epochs`` epochs and return its :class:`History`.
+
+    ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch) or an (x, y)
+    pair (then ``test`` may give one). Batches are shuffled with ``seed + epoch`` and the last partial batch is
+    dropped so the step compiles once. With ``verbose`` one line per epoch is printed (rounded, so it is the
+    same on every machine). ``callback(epoch, model, history)`` runs after each epoch; it may write lists
+    into ``history.extra``.
+    """
+    if isinstance(data, Dataset):
+        x, y = data.x_train, data.y_train
+        test = (data.x_test, data.y_test) if test is None else test
+    else:
+        x, y = data
+    if len(x) < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training examples; "
+                         f"use batch_size <= {len(x)}")
+    opt = optimizer if optimizer is not None else make_optimizer(model, lr, tx)
+    hist = History()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        losses, accs = [], []
+        for xb, yb in batches(x, y, batch_size, shuffle=True, seed=seed + epoch, drop_last=True):
+            loss, acc = train_step(model, opt, jnp.asarray(xb), jnp.asarray(yb), loss_fn, loss_params)
+            losses.append(loss)
+            accs.append(acc)
+        hist.epoch.append(epoch)
+        hist.train_loss.append(float(jnp.mean(jnp.stack(losses))))
+        hist.train_accuracy.append(float(jnp.mean(jnp.stack(accs))))
+        if test is not None:
+            m = evaluate(model, *test)
+            hist.test_loss.append(m["loss"])
+            hist.test_accuracy.append(m["accuracy"])
+        hist.seconds.append(time.perf_counter() - t0)
+        if callback is not None:
+            callback(epoch, model, hist)
+        if verbose:
+            line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {hist.train_loss[-1]:.3f} " \
+                   f"acc {hist.train_accuracy[-1]:.3f}"
+            if test is not None:
+                line += f"  |  test loss {hist.test_loss[-1]:.3f} acc {hist.test_accuracy[-1]:.3f}"
+            print(line)
+    model.eval()
+    return hist
+
+
+# ----------------------------------------------------------------------------------------------------------
+@nnx.jit(static_argnames=("loss_fn",))
+def _grads(model, x, y, loss_fn, loss_params):
+    return nnx.grad(lambda m: loss_fn(m, x, y, loss_params)[0])(model)
+
+
+def layer_grad_norms(model: nnx.Module, x: np.ndarray, y: np.ndarray, loss_fn: LossFn = cross_entropy,
+                     loss_params: Any = None, include: Sequence[str] = ("kernel",)) -> dict[str, float]:
+    """L2 norm of the loss gradient with respect to each layer's weights, keyed by layer path, in model order.
+
+    The model is put in train mode for the backward pass (as during training; dropout draws from its rngs) and
+    left in eval mode.
+    """
+    model.train()
+    grads = _grads(model, jnp.asarray(x), jnp.asarray(y), loss_fn, loss_params)
+    model.eval()
+    out: dict[str, float] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path
+                 if not isinstance(k, jax.tree_util.GetAttrKey)]  # drop the Variable's ".value"
+        if names and names[-1] in include:
+            out["/".join(names[:-1])] = float(jnp.linalg.norm(leaf))
+    order = {"/".join(map(str, p)): i for i, (p, _) in enumerate(model.iter_modules())}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
