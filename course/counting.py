@@ -182,7 +182,7 @@ def layer_rows(model: nnx.Module, input_shape: Sequence[int], mode: str = "eval"
 
     def forward(m, x):
         getattr(m, mode)()
-        paths = {id(mod): "/".join(str(p) for p in path) for path, mod in m.iter_modules()}
+        paths = {id(mod): "/".join(str(p) for p in path) for path, mod in nnx.iter_modules(m)}
         with _record_calls(records):
             m(x)
         for mod, xs, ys, _ in records:
@@ -304,7 +304,7 @@ def xla_measured(module: nnx.Module, input_shape: Sequence[int], dtype=jnp.float
 
 def module_at(model: nnx.Module, path: str) -> nnx.Module:
     """The submodule of ``model`` at a row's ``path`` ("stage1/0/conv1")."""
-    for p, m in model.iter_modules():
+    for p, m in nnx.iter_modules(model):
         if "/".join(map(str, p)) == path:
             return m
     raise KeyError(f"no submodule at {path!r}")

@@ -187,5 +187,5 @@ def layer_grad_norms(model: nnx.Module, x: np.ndarray, y: np.ndarray, loss_fn: L
                  if not isinstance(k, jax.tree_util.GetAttrKey)]  # drop the Variable's ".value"
         if names and names[-1] in include:
             out["/".join(names[:-1])] = float(jnp.linalg.norm(leaf))
-    order = {"/".join(map(str, p)): i for i, (p, _) in enumerate(model.iter_modules())}
+    order = {"/".join(map(str, p)): i for i, (p, _) in enumerate(nnx.iter_modules(model))}
     return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))

@@ -1,0 +1,82 @@
+"""course.training: determinism, learning, traced loss parameters, evaluation, gradient norms; course.viz."""
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import optax
+import pytest
+
+from course import data, models, training, viz
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def digits16():
+    return data.digits(canvas=16)
+
+
+def test_fit_is_deterministic_and_learns(digits16):
+    runs = []
+    for _ in range(2):
+        m = models.build("small_cnn", seed=0)
+        runs.append(training.fit(m, digits16, epochs=3, batch_size=64, lr=3e-3, seed=0, verbose=False))
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].test_accuracy == runs[1].test_accuracy
+    assert runs[0].train_loss[-1] < runs[0].train_loss[0]
+    assert runs[0].test_accuracy[-1] > 0.5  # chance is 0.1
+
+
+def test_fit_prints_one_rounded_line_per_epoch(digits16, capsys):
+    training.fit(models.build("mlp"), digits16, epochs=2, verbose=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2  train loss ")
+
+
+def test_evaluate_matches_predict(digits16):
+    m = models.build("small_cnn")
+    x, y = digits16.x_test[:100], digits16.y_test[:100]
+    logits = training.predict(m, x, batch_size=32)  # 100 = 3 full batches + a padded one
+    ev = training.evaluate(m, x, y, batch_size=32)
+    assert ev["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == y))
+    ce = -np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), y[:, None], 1).mean()
+    assert ev["loss"] == pytest.approx(ce, rel=1e-5)
+
+
+def test_loss_params_are_traced_not_compiled_in(digits16):
+    def scaled(model, x, y, w):
+        loss, logits = training.cross_entropy(model, x, y)
+        return w * loss, logits
+
+    m = models.build("mlp")
+    opt = training.make_optimizer(m, tx=optax.sgd(0.1))
+    x, y = jnp.asarray(digits16.x_train[:32]), jnp.asarray(digits16.y_train[:32])
+    before = np.asarray(m.head.kernel[...]).copy()
+    training.train_step(m, opt, x, y, scaled, jnp.float32(0.0))  # weight 0: no gradient, no change
+    np.testing.assert_array_equal(before, m.head.kernel[...])
+    compiled = training.train_step.jitted_fn._cache_size()
+    training.train_step(m, opt, x, y, scaled, jnp.float32(1.0))
+    assert not np.array_equal(before, m.head.kernel[...])
+    assert training.train_step.jitted_fn._cache_size() == compiled  # a new weight, no new compile
+
+
+def test_layer_grad_norms_in_model_order(digits16):
+    m = models.build("small_cnn")
+    norms = training.layer_grad_norms(m, digits16.x_train[:64], digits16.y_train[:64])
+    assert list(norms) == ["conv1", "conv2", "conv3", "head"]
+    assert all(v > 0 for v in norms.values())
+
+
+def test_batch_larger_than_data_is_a_clear_error(digits16):
+    with pytest.raises(ValueError, match="batch_size=5000 is larger than the 1438 training examples"):
+        training.fit(models.build("mlp"), digits16, batch_size=5000)
+
+
+def test_viz_functions_return_figures():
+    h = training.History(epoch=[1, 2], train_loss=[1.0, 0.5], test_accuracy=[0.5, 0.7])
+    assert len(viz.plot_curves({"a": h}).axes) == 2
+    assert len(viz.plot_filters(np.random.rand(3, 3, 1, 8), cols=4).axes) == 8
+    assert len(viz.plot_filters(np.random.rand(3, 3, 3, 4)).axes) == 4
+    assert len(viz.plot_feature_maps({"c1": np.random.rand(8, 8, 4)}, image=np.random.rand(8, 8, 1), n=3).axes) == 4
+    assert viz.plot_layer_norms({"a": {"l1": 1.0, "l2": 0.1}}).axes[0].get_yscale() == "log"
+    assert len(viz.bar_compare({"params": {"x": 1, "y": 2}}).axes[0].patches) == 2
+    assert len(viz.plot_xy([0, 1], {"cnn": [1, 0.5]}, "shift", "acc").axes[0].lines) == 1
+    assert len(viz.plot_occlusion(np.random.rand(8, 8, 1), np.random.rand(4, 4)).axes) == 3
