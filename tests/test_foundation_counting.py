@@ -156,3 +156,10 @@ def test_pointwise_conv_equals_1x1_conv():
     conv.bias[...] = conv.bias[...] + 0.5
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 7, 5)), jnp.float32)
     np.testing.assert_allclose(pw(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_nnx_tabulate_reports_the_xla_convention():
+    layer = nnx.Conv(3, 4, kernel_size=(3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    row = only_row(layer, (8, 8, 3))
+    text = nnx.tabulate(One(layer), jnp.ones((1, 8, 8, 3)), compute_flops=True, console_kwargs={"width": 400})
+    assert f" {row.xla_flops} " in text and f" {row.flops} " not in text
