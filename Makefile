@@ -3,6 +3,7 @@
 #   make test        set up and run the whole test suite (pytest, then strict nbval over every notebook, twice)
 #   make notebooks   execute every notebook headless on CPU and rewrite its stored outputs
 #   make bench       per-step time of each model's train step at the notebook scale
+#   make slides | students | site | map    classroom material in build/ (map: docs/course_map.png)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ NBVAL := $(BIN)/pytest --nbval --nbval-current-env --nbval-sanitize-with tests/n
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED = 0
 
-.PHONY: setup lab test unit nbval notebooks bench clean
+.PHONY: setup lab test unit nbval notebooks bench slides students site map browser clean
 
 setup: $(VENV)/.installed
 
@@ -27,7 +28,7 @@ lab: setup
 
 test: unit nbval
 
-unit: setup
+unit: setup browser
 	$(BIN)/pytest tests -q
 
 nbval: setup
@@ -45,6 +46,15 @@ notebooks: setup
 
 bench: setup
 	$(BIN)/python -m course bench
+
+slides students site map: setup
+	$(BIN)/python -m course.classroom $@
+
+# Chromium and its driver from Debian's packages, for the test that opens the built site in a real browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  { echo "install Debian's chromium and chromium-driver (the site test needs them)"; exit 1; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info
