@@ -4,6 +4,7 @@
   python -m course count googlenet --mode train    the training path (auxiliary heads included)
   python -m course count small_cnn --size 32 --json
   python -m course bench                           train-step time of every notebook-scale model
+  python -m course train small_cnn --data digits --epochs 5 --checkpoint-dir runs/cnn [--resume]
 """
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ def _bench(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from course import runs
+
+    runs.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
+                   lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                   devices=args.devices)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m course", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,12 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("models", nargs="*", help="model names (default: every model with inputs up to 64x64)")
     b.add_argument("--batch", type=int, help="batch size (default: each model's own)")
     b.add_argument("--steps", type=int, default=10)
+    t = sub.add_parser("train", help="train a model on a dataset, with checkpoints and resume")
+    t.add_argument("model")
+    t.add_argument("--data", required=True, help="digits, shapes, synthetic, or cifar10:DIR")
+    t.add_argument("--scale", default="small", help="small (laptop) or full: default epochs, batch and data size")
+    t.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this number)")
+    t.add_argument("--batch", type=int)
+    t.add_argument("--dtype", default="float32", help="float32, or bfloat16 for mixed precision")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint-dir", help="write a checkpoint (orbax) after every epoch here")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
+    t.add_argument("--devices", type=int, help="data-parallel over this many devices (0: all)")
     args = p.parse_args(argv)
+    from course.checkpoint import CheckpointError
+    from course.data import DatasetError
     from course.models import UnknownModelError
 
     try:
-        return {"count": _count, "bench": _bench}[args.command](args)
-    except UnknownModelError as e:
+        return {"count": _count, "bench": _bench, "train": _train}[args.command](args)
+    except (UnknownModelError, DatasetError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        if args.command != "train":
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ Everything is deterministic given the seed: parameters come from ``nnx.Rngs(seed
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -118,14 +119,17 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
         batch_size: int = 64, lr: float = 1e-3, tx: optax.GradientTransformation | None = None,
         optimizer: nnx.Optimizer | None = None, seed: int = 0, loss_fn: LossFn = cross_entropy,
         loss_params: Any = None, test: tuple[np.ndarray, np.ndarray] | None = None, verbose: bool = True,
-        callback: Callable[[int, nnx.Module, History], None] | None = None) -> History:
+        callback: Callable[[int, nnx.Module, History], None] | None = None, first_epoch: int = 1,
+        mesh=None, progress: bool = False) -> History:
     """Train ``model`` in place for ``epochs`` epochs and return its :class:`History`.
 
     ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch) or an (x, y)
     pair (then ``test`` may give one). Batches are shuffled with ``seed + epoch`` and the last partial batch is
     dropped so the step compiles once. With ``verbose`` one line per epoch is printed (rounded, so it is the
     same on every machine). ``callback(epoch, model, history)`` runs after each epoch; it may write lists
-    into ``history.extra``.
+    into ``history.extra``. ``first_epoch`` > 1 continues a resumed run (epochs first_epoch..epochs).
+    ``mesh`` (see :mod:`course.parallel`) splits every batch across its devices. ``progress`` draws a progress
+    bar on stderr when stderr is a terminal (never in a notebook, so stored outputs stay reproducible).
     """
     if isinstance(data, Dataset):
         x, y = data.x_train, data.y_train
@@ -136,15 +140,23 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
         raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training examples; "
                          f"use batch_size <= {len(x)}")
     opt = optimizer if optimizer is not None else make_optimizer(model, lr, tx)
+    if mesh is not None:
+        from course.parallel import replicate, shard_batch
+
+        replicate(mesh, model, opt)
+    put = (lambda *a: shard_batch(mesh, *a)) if mesh is not None else (lambda *a: [jnp.asarray(v) for v in a])
+    bar = _ProgressBar(len(x) // batch_size) if progress and sys.stderr.isatty() else None
     hist = History()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         t0 = time.perf_counter()
         model.train()
         losses, accs = [], []
         for xb, yb in batches(x, y, batch_size, shuffle=True, seed=seed + epoch, drop_last=True):
-            loss, acc = train_step(model, opt, jnp.asarray(xb), jnp.asarray(yb), loss_fn, loss_params)
+            loss, acc = train_step(model, opt, *put(xb, yb), loss_fn, loss_params)
             losses.append(loss)
             accs.append(acc)
+            if bar:
+                bar.step(epoch, epochs)
         hist.epoch.append(epoch)
         hist.train_loss.append(float(jnp.mean(jnp.stack(losses))))
         hist.train_accuracy.append(float(jnp.mean(jnp.stack(accs))))
@@ -163,6 +175,24 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
             print(line)
     model.eval()
     return hist
+
+
+class _ProgressBar:
+    """A one-line text progress bar on stderr, redrawn in place."""
+
+    def __init__(self, steps: int):
+        self.steps, self.k, self.t0 = steps, 0, time.perf_counter()
+
+    def step(self, epoch: int, epochs: int) -> None:
+        self.k = self.k % self.steps + 1
+        done = int(30 * self.k / self.steps)
+        rate = self.k / max(time.perf_counter() - self.t0, 1e-9)
+        end = "\n" if self.k == self.steps else ""
+        sys.stderr.write(f"\repoch {epoch}/{epochs} [{'#' * done}{'.' * (30 - done)}] {self.k}/{self.steps} "
+                         f"({rate:.1f} steps/s){end}")
+        sys.stderr.flush()
+        if self.k == self.steps:
+            self.t0 = time.perf_counter()
 
 
 # ----------------------------------------------------------------------------------------------------------

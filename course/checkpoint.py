@@ -1,0 +1,85 @@
+"""Checkpoints of a training run with Orbax: model state, optimizer state and the epoch reached.
+
+Everything that determines the rest of the run is saved: parameters, BatchNorm statistics and the dropout RNG
+streams (all part of ``nnx.state(model)``), the optimizer's moments and step count, and the epoch. Batch order
+is a function of (seed, epoch), so a run resumed from epoch k continues exactly as if it had not stopped
+(tests/test_train_cli.py checks that to the bit).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be resumed from; the message says why and what to do."""
+
+
+def _manager(directory: Path, keep: int = 2) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(Path(directory).resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+
+
+def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict) -> None:
+    """Write checkpoint ``epoch`` (keeping the two latest) and the run's description ``meta`` beside it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "run.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    with _manager(directory) as mngr:
+        mngr.save(epoch, args=ocp.args.StandardSave(_pure(model, optimizer)))
+        mngr.wait_until_finished()
+
+
+def latest_epoch(directory: str | Path) -> int | None:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    with _manager(directory) as mngr:
+        return mngr.latest_step()
+
+
+def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict) -> int:
+    """Load the latest checkpoint into ``model`` and ``optimizer`` (in place) and return its epoch.
+
+    ``meta`` must equal the saved run description (same model, data, batch size, ...): resuming a different
+    run from this directory would silently mix two experiments, so it is refused.
+    """
+    directory = Path(directory)
+    epoch = latest_epoch(directory)
+    if epoch is None:
+        raise CheckpointError(f"no checkpoint in {directory}; train without --resume first")
+    saved = json.loads((directory / "run.json").read_text())
+    diff = {k: (saved.get(k), meta.get(k)) for k in set(saved) | set(meta) if saved.get(k) != meta.get(k)}
+    if diff:
+        raise CheckpointError(f"the checkpoint in {directory} is of another run (saved vs now: {diff}); "
+                              f"resume with the same arguments, or use another --checkpoint-dir")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _pure(model, optimizer))
+    with _manager(directory) as mngr:
+        restored = mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+    for name, node in (("model", model), ("optimizer", optimizer)):
+        state = nnx.state(node)
+        current = nnx.to_pure_dict(state)
+        nnx.replace_by_pure_dict(state, jax.tree.map(_rewrap_key, current, restored[name]))
+        nnx.update(node, state)
+    return epoch
+
+
+def _is_key(x) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _rewrap_key(current, loaded):
+    """Restore a typed PRNG key (with the model's own implementation) from the raw key data Orbax stored."""
+    return jax.random.wrap_key_data(loaded, impl=jax.random.key_impl(current)) if _is_key(current) else loaded
+
+
+def _pure(model: nnx.Module, optimizer: nnx.Optimizer) -> dict:
+    """Plain nested dicts of arrays (what Orbax stores); typed PRNG keys become their raw key data."""
+    def plain(x):
+        return jax.random.key_data(x) if _is_key(x) else x
+
+    return {name: jax.tree.map(plain, nnx.to_pure_dict(nnx.state(node)))
+            for name, node in (("model", model), ("optimizer", optimizer))}

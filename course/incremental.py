@@ -1,0 +1,506 @@
+"""Incremental (continual) learning: adding output classes to a trained network without forgetting (notebook 06).
+
+A network trained on the *old* classes (say digits 0-4) later receives the *new* ones (5-9). Three pieces:
+
+* :func:`expand_head` grows the classifier from N to N+k outputs, keeping the old weight columns exactly, so
+  before any new training the grown model gives the old model's logits on the old classes.
+* Strategies for training on the new data, behind one interface (:class:`Strategy`), each stating what it must
+  keep from the past (:class:`Memory`):
+
+  ========================  ============================================================  =====================
+  strategy                  trains on / adds to the loss                                  keeps
+  ========================  ============================================================  =====================
+  :class:`Naive`            new data only, cross-entropy over all classes                 nothing
+  :class:`Rehearsal`        new data + a fixed-size class-balanced exemplar memory        M old images
+  :class:`LwF`              new data; + distillation of the old model's outputs, T = 2    a copy of the old model
+  :class:`EWC`              new data; + lambda/2 sum_i F_i (theta_i - theta*_i)^2          Fisher + old weights
+  :class:`Joint`            all data, from scratch (the upper bound, not incremental)     all old data
+  ========================  ============================================================  =====================
+
+  References: Rebuffi et al., "iCaRL", CVPR 2017, Sec. 2.2 (a fixed budget of exemplars, rebalanced as classes
+  arrive); Li & Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2018, Sec. 3 eq. (2) (distillation with
+  temperature T = 2 of the responses the old network gave on the new images); Kirkpatrick et al., "Overcoming
+  catastrophic forgetting in neural networks", PNAS 2017, eq. (3) (elastic weight consolidation).
+* Evaluation in the two scenarios of van de Ven & Tolias, "Three scenarios for continual learning" (2019):
+  *class-incremental* (no task label at test time: argmax over every class seen so far) and *task-incremental*
+  (the task label is given: argmax over that task's classes only), see :func:`accuracies`.
+
+All strategies share ONE loss function, :func:`incremental_loss`, whose weights (distillation weight alpha,
+temperature T, EWC strength lambda, old-class mask, Fisher, old weights) are *traced* ``loss_params``: the train
+step of :func:`course.training.fit` compiles once for every strategy (compiling costs seconds on a CPU). A
+strategy that does not use a term sets its weight to 0; the slots it does not use are not counted as its memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from course.training import History, fit, predict
+
+PureDict = dict  # nested {name: {name: array}}: nnx.to_pure_dict of a model's Param state
+_MASKED = -1e9  # logit given to classes a softmax must ignore (finite: exp() is exactly 0, gradients stay finite)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Growing the classifier
+def expand_head(model: nnx.Module, num_classes: int, *, rngs: nnx.Rngs, head: str = "head") -> nnx.Module:
+    """A copy of ``model`` whose linear classifier ``model.<head>`` has ``num_classes`` outputs instead of N.
+
+    The old kernel columns and biases are copied exactly into outputs 0..N-1; the k = num_classes - N new ones
+    are freshly initialised (LeCun-normal kernel, zero bias, as ``nnx.Linear``). Every other weight is copied, so
+    the grown model's logits on the old classes equal the old model's bit for bit. ``model`` is left unchanged.
+    """
+    old = getattr(model, head, None)
+    if not isinstance(old, nnx.Linear):
+        raise TypeError(f"expand_head needs the classifier as an nnx.Linear attribute model.{head}; "
+                        f"{type(model).__name__}.{head} is {type(old).__name__}. Pass head='<attribute name>'.")
+    n_in, n_old = old.kernel.shape
+    if num_classes <= n_old:
+        raise ValueError(f"the head already has {n_old} outputs; num_classes={num_classes} must be larger "
+                         f"(it is the new total, old + new classes)")
+    new_head = nnx.Linear(n_in, num_classes, use_bias=old.bias is not None, rngs=rngs)
+    new_head.kernel[...] = new_head.kernel[...].at[:, :n_old].set(old.kernel[...])  # (n_in, num_classes)
+    if old.bias is not None:
+        new_head.bias[...] = new_head.bias[...].at[:n_old].set(old.bias[...])
+    grown = nnx.clone(model)
+    setattr(grown, head, new_head)
+    return grown
+
+
+def param_count(model: nnx.Module) -> int:
+    """Number of trainable scalars (``nnx.Param``) in ``model``."""
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def class_mask(classes: Sequence[int], num_classes: int) -> np.ndarray:
+    """Boolean (num_classes,) vector, true at ``classes``."""
+    m = np.zeros(num_classes, bool)
+    m[list(classes)] = True
+    return m
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loss terms, one function each, and the one loss every strategy trains with
+def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array, mask: jax.Array,
+                      T: jax.Array | float) -> jax.Array:
+    """Mean over the batch of KL(p_T || q_T) on the classes where ``mask`` is true.
+
+    p_T = softmax(teacher / T) and q_T = softmax(student / T), both restricted to the masked (old) classes.
+    Li & Hoiem (2016) eq. (2) write the cross-entropy -sum p_T log q_T; the KL is that minus the entropy of
+    p_T, which does not depend on the student: the same gradients, and 0 when the student matches the teacher.
+    """
+    s = jax.nn.log_softmax(jnp.where(mask, student_logits / T, _MASKED), axis=-1)  # (B, C), -1e9 off the mask
+    t = jax.nn.log_softmax(jnp.where(mask, teacher_logits / T, _MASKED), axis=-1)
+    kl = jnp.where(mask, jnp.exp(t) * (t - s), 0.0)  # (B, C)
+    return kl.sum(-1).mean()
+
+
+def ewc_penalty(params: PureDict, fisher: PureDict, anchor: PureDict) -> jax.Array:
+    """sum_i F_i (theta_i - theta*_i)^2 over every weight (Kirkpatrick et al., 2017, eq. 3 without lambda/2)."""
+    terms = jax.tree.map(lambda p, f, a: (f * (p - a) ** 2).sum(), params, fisher, anchor)
+    return sum(jax.tree.leaves(terms), jnp.float32(0.0))
+
+
+def _old_model(model: nnx.Module, anchor: PureDict) -> nnx.Module:
+    """``model``'s architecture with the weights ``anchor`` (the old model, grown to the same head size)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(lambda v: v, params)  # a fresh State: filling it leaves ``model`` untouched
+    nnx.replace_by_pure_dict(params, anchor)
+    return nnx.merge(graphdef, params, rest)
+
+
+def incremental_loss(model: nnx.Module, x: jax.Array, y: jax.Array, params: dict) -> tuple[jax.Array, jax.Array]:
+    """The loss of every strategy: ``(loss, logits)`` with the signature of ``course.training.fit``'s loss_fn.
+
+    loss = CE(logits, y)                                                   (softmax over ALL classes)
+         + alpha * KL(softmax(old(x)/T) || softmax(logits/T)) on the old classes      (LwF, Li & Hoiem eq. 2)
+         + lambda / 2 * sum_i F_i (theta_i - theta*_i)^2                   (EWC, Kirkpatrick et al. eq. 3)
+
+    ``params`` (traced, see :func:`loss_params`): alpha, T, lam (scalars), old_mask (C,) bool, anchor (the old
+    weights theta*, grown to C outputs, as a pure dict) and fisher (F, same structure). The old model's outputs
+    are recomputed from ``anchor`` on each batch, so no per-image targets need storing; they are constants
+    (``stop_gradient``), exactly Li & Hoiem's recorded responses Y_o. When alpha = 0 that forward pass is
+    skipped (``lax.cond``).
+    """
+    logits = model(x)  # (B, C)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    old_logits = jax.lax.cond(params["alpha"] > 0,
+                              lambda: jax.lax.stop_gradient(_old_model(model, params["anchor"])(x)),
+                              lambda: jnp.zeros_like(logits))  # (B, C)
+    kd = distillation_loss(logits, old_logits, params["old_mask"], params["T"])
+    pen = ewc_penalty(nnx.to_pure_dict(nnx.state(model, nnx.Param)), params["fisher"], params["anchor"])
+    return ce + params["alpha"] * kd + 0.5 * params["lam"] * pen, logits
+
+
+def loss_params(anchor_model: nnx.Module, old_classes: Sequence[int], num_classes: int, *, alpha: float = 0.0,
+                T: float = 2.0, lam: float = 0.0, fisher: PureDict | None = None) -> dict:
+    """The traced ``params`` of :func:`incremental_loss`. ``anchor_model`` is the old model grown to
+    ``num_classes`` outputs; ``fisher`` defaults to zeros (no EWC term)."""
+    anchor = nnx.to_pure_dict(nnx.state(anchor_model, nnx.Param))
+    if fisher is None:
+        fisher = jax.tree.map(jnp.zeros_like, anchor)
+    return {"alpha": jnp.float32(alpha), "T": jnp.float32(T), "lam": jnp.float32(lam),
+            "old_mask": jnp.asarray(class_mask(old_classes, num_classes)), "anchor": anchor, "fisher": fisher}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Fisher information of the old task (EWC)
+@functools.partial(jax.jit, static_argnums=0)
+def _fisher_batch(graphdef, params, rest, mask, xb, weight):
+    """sum over the batch (rows weighted by ``weight``) of sum_y p(y|x) (d log p(y|x)/d theta)^2."""
+    def log_probs(p, xi):  # (C,) log p(y | x) over the masked classes (-1e9 elsewhere)
+        logits = nnx.merge(graphdef, p, rest)(xi[None])[0]
+        return jax.nn.log_softmax(jnp.where(mask, logits, _MASKED))
+
+    def one(xi):  # one image: the Jacobian of all C log-probabilities, squared, weighted by p(y|x)
+        jac = jax.jacrev(log_probs)(params, xi)  # leaves (C, *param_shape)
+        p = jnp.where(mask, jnp.exp(log_probs(params, xi)), 0.0)  # (C,)
+        return jax.tree.map(lambda j: jnp.tensordot(p, j ** 2, axes=1), jac)
+
+    per_image = jax.vmap(one)(xb)  # leaves (B, *param_shape)
+    return jax.tree.map(lambda a: jnp.tensordot(weight, a, axes=1), per_image)
+
+
+def fisher_diagonal(model: nnx.Module, x: np.ndarray, classes: Sequence[int], batch_size: int = 64) -> PureDict:
+    """Diagonal of the Fisher information of ``model`` on inputs ``x``, the output restricted to ``classes``.
+
+    F_i = mean_x sum_y p(y|x) (d log p(y|x) / d theta_i)^2, with p = softmax over ``classes`` only (the old
+    task's output distribution) and the expectation over y taken exactly, not sampled (Kirkpatrick et al. 2017,
+    Sec. "Methods": EWC's F is the Fisher of the old task's model). Pass the old model grown to the new head
+    size: its old-class logits are the old model's, so F is the old model's Fisher, and the new head columns
+    get F = 0 (they do not change any old-class output). Returns a pure dict shaped like the model's Params.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    n_out = model(jnp.asarray(x[:1])).shape[-1]
+    mask = jnp.asarray(class_mask(classes, n_out))
+    total = jax.tree.map(jnp.zeros_like, params)
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        if len(xb) < batch_size:  # pad to one shape (one compile); padded rows get weight 0
+            xb = np.concatenate([xb, np.zeros((batch_size - len(xb), *xb.shape[1:]), xb.dtype)])
+        w = jnp.asarray(np.arange(batch_size) < len(x) - i, jnp.float32)
+        total = jax.tree.map(jnp.add, total, _fisher_batch(graphdef, params, rest, mask, jnp.asarray(xb), w))
+    return nnx.to_pure_dict(jax.tree.map(lambda t: t / len(x), total))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The exemplar memory (rehearsal)
+class ExemplarMemory:
+    """A fixed budget of ``size`` stored training images, shared equally by every class seen so far.
+
+    When new classes arrive, each old class gives up exemplars (it keeps the first ones it chose, iCaRL's
+    "ReduceExemplarSet", Rebuffi et al. 2017, Alg. 5) so that the memory never exceeds ``size`` and every class
+    keeps size // n_classes exemplars (the first size % n_classes classes one more). New classes' exemplars
+    are drawn at random (iCaRL picks them by herding; random selection is the common simple baseline).
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        if size < 1:
+            raise ValueError(f"memory size must be at least 1, got {size}")
+        self.size = size
+        self._rng = np.random.default_rng(seed)
+        self._store: dict[int, np.ndarray] = {}  # class -> (n_c, H, W, C) images, in the order chosen
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted(self._store)
+
+    def quota(self, n_classes: int) -> list[int]:
+        """How many exemplars each of ``n_classes`` classes may keep (they sum to ``size``)."""
+        return [self.size // n_classes + (i < self.size % n_classes) for i in range(n_classes)]
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> "ExemplarMemory":
+        """Store exemplars of the classes in ``y`` that the memory has not seen, shrinking the others."""
+        new = [int(c) for c in np.unique(y) if int(c) not in self._store]
+        classes = sorted([*self._store, *new])
+        if len(classes) > self.size:
+            raise ValueError(f"a memory of {self.size} exemplars cannot keep one of each of {len(classes)} classes;"
+                             f" use size >= {len(classes)}")
+        for c, q in zip(classes, self.quota(len(classes))):
+            if c in self._store:
+                self._store[c] = self._store[c][:q]
+            else:
+                idx = np.flatnonzero(y == c)
+                self._store[c] = x[self._rng.choice(idx, size=min(q, len(idx)), replace=False)]
+        return self
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.concatenate([self._store[c] for c in self.classes])  # (n, H, W, C)
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.concatenate([np.full(len(self._store[c]), c, np.int32) for c in self.classes])
+
+    def counts(self) -> dict[int, int]:
+        return {c: len(self._store[c]) for c in self.classes}
+
+    def __len__(self) -> int:
+        return sum(self.counts().values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored images and their int32 labels."""
+        return sum(v.nbytes for v in self._store.values()) + 4 * len(self)
+
+    def __repr__(self) -> str:
+        return f"ExemplarMemory(size={self.size}, stored={len(self)}, per class={self.counts()})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Strategies
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What a strategy keeps from the old task, and its size in bytes (float32 weights, stored images)."""
+
+    what: str
+    nbytes: int
+
+
+@dataclasses.dataclass
+class Increment:
+    """Everything a strategy may use when the new classes arrive.
+
+    ``old_model`` was trained on ``old_classes`` (its head has len(old_classes) outputs); ``new`` is the new
+    classes' training data (x, y) with labels in the grown label space; ``old`` the old training data: only
+    :class:`Rehearsal` (a few exemplars), :class:`EWC` (to compute the Fisher before the old data is gone) and
+    :class:`Joint` read it. ``build(num_classes)`` makes a fresh model (for :class:`Joint`).
+    """
+
+    old_model: nnx.Module
+    old_classes: Sequence[int]
+    new_classes: Sequence[int]
+    new: tuple[np.ndarray, np.ndarray]
+    old: tuple[np.ndarray, np.ndarray]
+    build: Callable[[int], nnx.Module] | None = None
+    seed: int = 0
+    fisher_samples: int | None = None
+    _fisher: PureDict | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self):
+        n_old, n_new = len(self.old_classes), len(self.new_classes)
+        if list(self.old_classes) != list(range(n_old)) or list(self.new_classes) != list(range(n_old, n_old + n_new)):
+            raise ValueError(f"the grown head puts the old classes at outputs 0..{n_old - 1} and the new ones after "
+                             f"them; got old_classes={list(self.old_classes)}, new_classes={list(self.new_classes)}. "
+                             f"Relabel the data (Dataset.subset(..., relabel=True) does it per task)")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.old_classes) + len(self.new_classes)
+
+    def grown(self) -> nnx.Module:
+        """The old model with its head grown to ``num_classes`` (new columns seeded by ``seed``)."""
+        return expand_head(self.old_model, self.num_classes, rngs=nnx.Rngs(self.seed + 1))
+
+    def fisher(self) -> PureDict:
+        """The old task's diagonal Fisher (:func:`fisher_diagonal`) on the old training images, or on a random
+        ``fisher_samples`` of them (an estimate of the same expectation, cheaper). Computed once and cached:
+        EWC runs with different lambdas share it."""
+        if self._fisher is None:
+            x = self.old[0]
+            if self.fisher_samples is not None and self.fisher_samples < len(x):
+                x = x[np.random.default_rng(self.seed).choice(len(x), self.fisher_samples, replace=False)]
+            self._fisher = fisher_diagonal(self.grown(), x, self.old_classes)
+        return self._fisher
+
+
+@dataclasses.dataclass
+class Plan:
+    """What :meth:`Strategy.prepare` returns: the model to train, its training data and loss params."""
+
+    model: nnx.Module
+    x: np.ndarray
+    y: np.ndarray
+    params: dict
+    memory: Memory
+
+
+class Strategy:
+    """A way of learning the new classes. ``loss`` is :func:`incremental_loss` for all (so the train step
+    compiles once); :meth:`prepare` chooses the starting model, the training data and the loss weights."""
+
+    name = "strategy"
+    loss = staticmethod(incremental_loss)
+
+    def prepare(self, inc: Increment) -> Plan:
+        raise NotImplementedError
+
+    def _plan(self, inc: Increment, x, y, memory: Memory, model: nnx.Module | None = None, **weights) -> Plan:
+        grown = inc.grown()
+        params = loss_params(grown, inc.old_classes, inc.num_classes, **weights)
+        return Plan(grown if model is None else model, x, y, params, memory)
+
+
+class Naive(Strategy):
+    """Fine-tune the grown model on the new data only (cross-entropy over all classes). Keeps nothing."""
+
+    name = "naive"
+
+    def prepare(self, inc: Increment) -> Plan:
+        return self._plan(inc, *inc.new, Memory("nothing", 0))
+
+
+class Rehearsal(Strategy):
+    """Fine-tune on the new data plus an :class:`ExemplarMemory` of ``size`` old images (class-balanced).
+
+    ``repeat`` > 1 shows each exemplar that many times per epoch (the memory is small next to the new data; a
+    replayed batch of van de Ven et al. 2020 plays the same role)."""
+
+    name = "rehearsal"
+
+    def __init__(self, size: int = 100, repeat: int = 1):
+        self.size, self.repeat = size, repeat
+        self.name = f"rehearsal ({size})"
+
+    def prepare(self, inc: Increment) -> Plan:
+        mem = ExemplarMemory(self.size, seed=inc.seed).add(*inc.old)
+        x = np.concatenate([inc.new[0], *[mem.x] * self.repeat])
+        y = np.concatenate([inc.new[1], *[mem.y] * self.repeat])
+        per = mem.x[0].nbytes + 4
+        return self._plan(inc, x, y, Memory(f"{len(mem)} exemplars x {per:,} B", mem.nbytes))
+
+
+class LwF(Strategy):
+    """Learning without Forgetting (Li & Hoiem 2016): cross-entropy on the new data + ``alpha`` x distillation
+    of the old model's old-class outputs at temperature ``T``. Keeps a copy of the old model (its weights)."""
+
+    name = "LwF"
+
+    def __init__(self, alpha: float = 1.0, T: float = 2.0):
+        self.alpha, self.T = alpha, T
+
+    def prepare(self, inc: Increment) -> Plan:
+        n = param_count(inc.old_model)
+        return self._plan(inc, *inc.new, Memory(f"old model: {n:,} weights x 4 B", 4 * n), alpha=self.alpha, T=self.T)
+
+
+class EWC(Strategy):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017): cross-entropy on the new data
+    + lambda/2 sum_i F_i (theta_i - theta*_i)^2, F the diagonal Fisher of the old task (computed on the old data
+    before it is discarded), theta* the old weights. Keeps F and theta*: two copies of the weights."""
+
+    name = "EWC"
+
+    def __init__(self, lam: float = 1000.0):
+        self.lam = lam
+
+    def prepare(self, inc: Increment) -> Plan:
+        n = param_count(inc.old_model)
+        mem = Memory(f"Fisher + old weights: 2 x {n:,} x 4 B", 8 * n)
+        return self._plan(inc, *inc.new, mem, lam=self.lam, fisher=inc.fisher())
+
+
+class Joint(Strategy):
+    """Not incremental: a fresh model trained on all the data (old + new); the upper bound. Keeps all old data."""
+
+    name = "joint (all data)"
+
+    def prepare(self, inc: Increment) -> Plan:
+        if inc.build is None:
+            raise ValueError("Joint training needs Increment.build(num_classes) to make a fresh model")
+        x = np.concatenate([inc.old[0], inc.new[0]])
+        y = np.concatenate([inc.old[1], inc.new[1]])
+        mem = Memory(f"all {len(inc.old[0]):,} old images", inc.old[0].nbytes + 4 * len(inc.old[0]))
+        return self._plan(inc, x, y, mem, model=inc.build(inc.num_classes))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation: class-incremental and task-incremental accuracy
+def task_il_logits(logits: np.ndarray, y: np.ndarray, tasks: Sequence[Sequence[int]]) -> np.ndarray:
+    """Logits with every class outside the task of each example's true label set to -inf (the task label is
+    given at test time, so the prediction is an argmax within that task's classes)."""
+    logits = np.asarray(logits)
+    allowed = np.zeros(logits.shape, bool)  # (N, C)
+    for task in tasks:
+        rows = np.isin(y, task)
+        allowed[np.ix_(rows, list(task))] = True
+    if not allowed.any(-1).all():
+        missing = sorted(set(np.asarray(y)[~allowed.any(-1)].tolist()))
+        raise ValueError(f"labels {missing} belong to no task in {tasks}")
+    return np.where(allowed, logits, -np.inf)
+
+
+def accuracies(logits: np.ndarray, y: np.ndarray, tasks: Sequence[Sequence[int]]) -> dict[str, dict[str, float]]:
+    """Accuracy on the old classes (every task but the last), the new (last task) and all, in both scenarios:
+    ``{"class-IL": {"old", "new", "all"}, "task-IL": {...}}``."""
+    y = np.asarray(y)
+    old = np.isin(y, [c for t in tasks[:-1] for c in t])
+    out = {}
+    for scenario, lg in (("class-IL", logits), ("task-IL", task_il_logits(logits, y, tasks))):
+        hit = np.asarray(lg).argmax(-1) == y
+        out[scenario] = {"old": float(hit[old].mean()), "new": float(hit[~old].mean()), "all": float(hit.mean())}
+    return out
+
+
+def per_class_accuracy(logits: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes,) class-IL accuracy of each class (NaN for a class absent from ``y``)."""
+    hit = np.asarray(logits).argmax(-1) == y
+    return np.array([hit[y == c].mean() if (y == c).any() else np.nan for c in range(num_classes)])
+
+
+@dataclasses.dataclass
+class Result:
+    """One strategy's outcome: accuracies (see :func:`accuracies`), its memory, history and the trained model."""
+
+    name: str
+    acc: dict[str, dict[str, float]]
+    memory: Memory
+    history: History
+    model: nnx.Module
+    seconds: float
+
+
+def run(strategy: Strategy, inc: Increment, test: tuple[np.ndarray, np.ndarray], *, epochs: int,
+        batch_size: int = 64, lr: float = 1e-3, tx: optax.GradientTransformation | None = None,
+        verbose: bool = False) -> Result:
+    """Prepare ``strategy`` on ``inc``, train with :func:`course.training.fit` and evaluate on ``test``
+    (labels of all classes) in both scenarios. Pass the same ``tx`` object to every run to reuse the compiled
+    train step."""
+    t0 = time.perf_counter()
+    plan = strategy.prepare(inc)
+    hist = fit(plan.model, (plan.x, plan.y), epochs=epochs, batch_size=batch_size, lr=lr, tx=tx, seed=inc.seed,
+               loss_fn=strategy.loss, loss_params=plan.params, verbose=verbose)
+    tasks = [list(inc.old_classes), list(inc.new_classes)]
+    acc = accuracies(predict(plan.model, test[0]), test[1], tasks)
+    return Result(strategy.name, acc, plan.memory, hist, plan.model, time.perf_counter() - t0)
+
+
+def format_results(results: Sequence[Result]) -> str:
+    """A fixed-width table: one row per strategy, old/new/all accuracy in both scenarios, and memory."""
+    head = (f"{'strategy':<20} {'class-IL: old':>13} {'new':>6} {'all':>6}   {'task-IL: old':>12} {'new':>6} "
+            f"{'all':>6}   {'memory':>10}  what it keeps")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        c, t = r.acc["class-IL"], r.acc["task-IL"]
+        lines.append(f"{r.name:<20} {c['old']:>13.3f} {c['new']:>6.3f} {c['all']:>6.3f}   {t['old']:>12.3f} "
+                     f"{t['new']:>6.3f} {t['all']:>6.3f}   {r.memory.nbytes / 1024:>7.1f} KiB  {r.memory.what}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Transfer learning's tool: a smaller learning rate for the old layers (notebook 05)
+def layerwise_adam(lr_head: float, lr_body: float, head: str = "head") -> optax.GradientTransformation:
+    """Adam with learning rate ``lr_head`` for the classifier ``<head>`` and ``lr_body`` for every other layer
+    (``optax.multi_transform``), the fine-tuning recipe of notebook 05. ``lr_body = 0`` freezes the body."""
+    def labels(params):
+        def label(path, _):
+            names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+            return "head" if head in names else "body"
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    body = optax.adam(lr_body) if lr_body > 0 else optax.set_to_zero()
+    return optax.multi_transform({"head": optax.adam(lr_head), "body": body}, labels)
+
+
+__all__ = ["expand_head", "param_count", "class_mask", "distillation_loss", "ewc_penalty", "incremental_loss",
+           "loss_params", "fisher_diagonal", "ExemplarMemory", "Memory", "Increment", "Plan", "Strategy", "Naive",
+           "Rehearsal", "LwF", "EWC", "Joint", "task_il_logits", "accuracies", "per_class_accuracy", "Result",
+           "run", "format_results", "layerwise_adam"]
