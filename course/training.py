@@ -63,7 +63,7 @@ def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
     return model(x)
 
 
-def _padded_batches(x: np.ndarray, batch_size: int):
+def padded_batches(x: np.ndarray, batch_size: int):
     """Fixed-size batches (the last one zero-padded) so evaluation compiles one program; yields (xb, n_real)."""
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
@@ -76,7 +76,7 @@ def _padded_batches(x: np.ndarray, batch_size: int):
 def predict(model: nnx.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) of ``model`` in eval mode."""
     model.eval()
-    out = [np.asarray(_logits(model, jnp.asarray(xb)))[:n] for xb, n in _padded_batches(x, batch_size)]
+    out = [np.asarray(_logits(model, jnp.asarray(xb)))[:n] for xb, n in padded_batches(x, batch_size)]
     return np.concatenate(out)
 
 
@@ -84,7 +84,7 @@ def evaluate(model: nnx.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 
     """Mean cross-entropy loss and accuracy of ``model`` (eval mode) on (x, y)."""
     model.eval()
     loss_sum, correct = 0.0, 0.0
-    for i, (xb, n) in enumerate(_padded_batches(x, batch_size)):
+    for i, (xb, n) in enumerate(padded_batches(x, batch_size)):
         yb = np.zeros(len(xb), np.int32)
         yb[:n] = y[i * batch_size:i * batch_size + n]
         mask = np.arange(len(xb)) < n

@@ -1,0 +1,162 @@
+"""Reusing a trained network for new classes (notebook 05): a linear probe on bottleneck features, fine-tuning
+with a smaller learning rate for the pretrained layers, and the from-scratch baseline, plus the notebook's diagram.
+
+* Linear probe (:class:`LinearProbe`): freeze everything, train only a new last layer on the features
+  (Yosinski et al., "How transferable are features in deep neural networks?", NIPS 2014, Sec. 4; the frozen
+  "off-the-shelf" features of Razavian et al., CVPR Workshops 2014). With cached features
+  (:mod:`course.features`) each epoch is a few matrix products; :class:`FrozenFeatures` is the same model
+  recomputing the features every epoch.
+* Fine-tuning: start from the pretrained weights with a fresh head and train everything, the pretrained part
+  with a smaller learning rate so the new head's large early gradients do not wreck features that already work
+  (Yosinski et al. Sec. 4.1 "fine-tuned"; Howard & Ruder, "ULMFiT", ACL 2018, Sec. 3.2 "discriminative
+  fine-tuning"). :func:`finetune_tx` builds the two-learning-rate optimizer with ``optax.multi_transform``,
+  labelling every parameter by its path in the NNX state (:func:`param_labels`); learning rate 0 freezes a part.
+  Training from scratch is the same optimizer with equal rates on a freshly initialised network.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from flax import nnx
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Heads and models
+def linear_head(in_features: int, num_classes: int, seed: int = 0) -> nnx.Linear:
+    """A fresh last layer: ``nnx.Linear`` (LeCun-normal kernel, zero bias) from ``seed``."""
+    return nnx.Linear(in_features, num_classes, rngs=nnx.Rngs(seed))
+
+
+class LinearProbe(nnx.Module):
+    """The new last layer: ``BatchNorm`` without scale or shift, then ``Linear``.
+
+    Frozen features can sit on scales that make plain gradient descent crawl (ReLU features pooled over
+    positions are all positive, share a large common offset and differ by small spreads; an untrained
+    network's are tiny). Standardising them first is the usual linear-probe protocol (He et al., "Masked
+    Autoencoders Are Scalable Vision Learners", CVPR 2022, Appendix A.2: "an extra BatchNorm layer without
+    affine transformation"). The
+    normalisation has no trainable parameters: the probe trains exactly ``in_features * num_classes +
+    num_classes`` numbers. ``momentum=0.9`` lets the running statistics settle within a few dozen steps.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, seed: int = 0, momentum: float = 0.9):
+        rngs = nnx.Rngs(seed)
+        self.norm = nnx.BatchNorm(in_features, use_bias=False, use_scale=False, momentum=momentum, rngs=rngs)
+        self.linear = nnx.Linear(in_features, num_classes, rngs=rngs)
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    def __call__(self, f: jax.Array) -> jax.Array:  # (B, in_features) -> (B, num_classes)
+        return self.linear(self.norm(f))
+
+
+def with_new_head(model: nnx.Module, num_classes: int, seed: int = 0, head: str = "head",
+                  probe: bool = True) -> nnx.Module:
+    """A copy of ``model`` whose last layer ``model.<head>`` is replaced by a fresh :class:`LinearProbe` (or, with
+    ``probe=False``, a plain :func:`linear_head`) with ``num_classes`` outputs; every other weight is copied
+    (``model`` is left unchanged)."""
+    new = nnx.clone(model)
+    old = getattr(new, head)
+    make = LinearProbe if probe else linear_head
+    setattr(new, head, make(old.in_features, num_classes, seed))
+    return new
+
+
+class FrozenFeatures(nnx.Module):
+    """``probe(stop_gradient(extractor's layer))``: the linear probe that recomputes its input features on
+    every call. Train it with :func:`probe_optimizer` so that only ``probe`` is updated."""
+
+    def __init__(self, extractor: nnx.Module, probe: nnx.Module, layer: str = "gap"):
+        self.extractor, self.probe, self.layer = extractor, probe, layer
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        feats = jax.lax.stop_gradient(self.extractor.intermediates(x)[1][self.layer])  # (B, D)
+        return self.probe(feats)  # (B, num_classes)
+
+
+def probe_optimizer(model: FrozenFeatures, lr: float = 1e-2) -> nnx.Optimizer:
+    """Adam over ``model.probe``'s parameters only (the filter selects paths that start with "probe")."""
+    return nnx.Optimizer(model, optax.adam(lr), wrt=nnx.All(nnx.Param, lambda path, _: path[:1] == ("probe",)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-parameter learning rates
+def _first_key(path: tuple) -> str:
+    k = path[0]
+    return str(getattr(k, "key", getattr(k, "name", k)))
+
+
+def param_labels(params: Any, head: str = "head") -> Any:
+    """A pytree like ``params`` (an NNX state of Params, or its pure arrays) with "head" on the leaves under the
+    top-level attribute ``head`` and "pretrained" everywhere else: optax.multi_transform's ``param_labels``."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: "head" if _first_key(p) == head else "pretrained", params)
+
+
+def finetune_tx(lr_head: float = 1e-2, lr_pretrained: float = 1e-3, head: str = "head",
+                make=optax.adam) -> optax.GradientTransformation:
+    """``make(lr_head)`` for the new head and ``make(lr_pretrained)`` for every pretrained parameter, routed by
+    :func:`param_labels` through ``optax.multi_transform``.
+
+    The learning rates are injected hyperparameters (``optax.inject_hyperparams``): they live in the optimizer
+    state, so one ``tx`` serves every run and :func:`set_learning_rates` changes them without recompiling the
+    jitted train step (compiling costs seconds on a CPU). A learning rate of 0 freezes that part exactly.
+    """
+    inject = optax.inject_hyperparams(make)
+    transforms = {"head": inject(learning_rate=lr_head), "pretrained": inject(learning_rate=lr_pretrained)}
+    return optax.multi_transform(transforms, lambda params: param_labels(params, head))
+
+
+def set_learning_rates(optimizer: nnx.Optimizer, head: float, pretrained: float) -> nnx.Optimizer:
+    """Set the two learning rates of an ``nnx.Optimizer`` built on :func:`finetune_tx`; returns it."""
+    for label, lr in (("head", head), ("pretrained", pretrained)):
+        optimizer.opt_state.inner_states[label].inner_state.hyperparams["learning_rate"][...] = lr
+    return optimizer
+
+
+def two_rate_optimizer(model: nnx.Module, tx: optax.GradientTransformation, head: float,
+                       pretrained: float) -> nnx.Optimizer:
+    """``nnx.Optimizer(model, tx)`` over all Params, with ``tx`` from :func:`finetune_tx` and these rates."""
+    return set_learning_rates(nnx.Optimizer(model, tx, wrt=nnx.Param), head, pretrained)
+
+
+def count_params(model: nnx.Module, head: str | None = None) -> int:
+    """Number of parameters of ``model`` (or of its attribute ``head`` only)."""
+    target = getattr(model, head) if head else model
+    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(nnx.state(target, nnx.Param)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The idea in one picture
+def plot_pipeline(feature_dim: int = 64, input_label: str = "image\n16x16x1", frozen_label: str = "",
+                  num_classes: int = 5, figsize: tuple[float, float] = (10, 3.0)) -> Figure:
+    """input -> frozen layers -> bottleneck features (cached) -> new last layer, as boxes and arrows."""
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 3)
+    ax.axis("off")
+    frozen_label = frozen_label or "frozen layers\nconv-pool-conv-pool-conv-avgpool\n(trained on digits 0-4)"
+    boxes = [(0.2, input_label, "#dddddd"), (2.3, frozen_label, "#a6c8e8"),
+             (5.2, f"bottleneck\nfeatures\n({feature_dim} numbers)", "#f5d28c"),
+             (7.6, f"new last layer\nLinear({feature_dim}->{num_classes})\n(trained)", "#9fd89f")]
+    widths = [1.6, 2.4, 1.9, 2.2]
+    for (x, label, color), w in zip(boxes, widths):
+        ax.add_patch(FancyBboxPatch((x, 1.3), w, 1.3, boxstyle="round,pad=0.05", fc=color, ec="k"))
+        ax.text(x + w / 2, 1.95, label, ha="center", va="center", fontsize=9)
+    for (x0, _, _), w0, (x1, _, _) in zip(boxes[:-1], widths[:-1], boxes[1:]):
+        ax.add_patch(FancyArrowPatch((x0 + w0 + 0.07, 1.95), (x1 - 0.07, 1.95), arrowstyle="-|>",
+                                     mutation_scale=14))
+    ax.add_patch(FancyBboxPatch((5.35, 0.15), 1.6, 0.7, boxstyle="round,pad=0.05", fc="white", ec="k", ls="--"))
+    ax.text(6.15, 0.5, "cache on disk\n(computed once)", ha="center", va="center", fontsize=8)
+    ax.add_patch(FancyArrowPatch((6.15, 1.23), (6.15, 0.92), arrowstyle="<|-|>", mutation_scale=10))
+    ax.text(3.5, 0.5, "no gradient flows here:\nrun once per image", ha="center", va="center", fontsize=8,
+            style="italic")
+    fig.tight_layout()
+    return fig
