@@ -8,7 +8,8 @@ big_vision's ``bit.py`` (depth as a plain dict; ``intermediates`` returns named 
 * :class:`BottleneckBlock`: 1x1 (reduce) - 3x3 - 1x1 (restore, ``expansion`` = 4) (Fig. 5 right;
   ResNet-50/101/152). Where a stage downsamples, the paper's v1 puts the stride in the first 1x1
   (``stride_in_1x1=True``); torchvision's "v1.5" puts it in the 3x3 (the default here), which costs more
-  MACs (the 3x3 then runs at the higher resolution) for the same parameters and is a little more accurate.
+  MACs (the first 1x1 then runs at the higher resolution) for the same parameters, and is a little more
+  accurate (NVIDIA's DeepLearningExamples report about 0.5 % top-1).
 * Shortcuts (Sec. 3.3): ``"projection"`` = identity, or a 1x1 conv + BN where the shape changes (option B,
   what Table 1's networks and torchvision use); ``"zeropad"`` = identity, or subsampling with extra channels
   filled by zeros (option A, parameter-free, the CIFAR networks of Sec. 4.2); ``"none"`` = a plain network.
@@ -21,9 +22,10 @@ follows every one of them and has its own shift), BatchNorm has a scale and a sh
 variance are statistics, not parameters), the fc layer has a bias. Paddings are explicit (k // 2 on each side,
 as in the paper's Caffe models and torchvision), not "SAME", which would pad 7x7/2 as (2, 3) instead of (3, 3).
 
-1x1 convolutions are :class:`~course.models.layers.PointwiseConv` (a matrix product over the channel axis):
-the same layer with the same parameters and count, whose backward pass XLA runs several times faster on a CPU
-(../shared/GUIDE.md), which matters for the small networks that the notebook trains.
+1x1 convolutions are :class:`~course.models.layers.PointwiseConv` (a matrix product over the channel axis),
+the course's convention for 1x1 layers that may train on a CPU: the same layer with the same parameters and
+count, whose backward pass XLA runs much faster than ``lax.conv``'s where 1x1 layers dominate
+(../shared/GUIDE.md). In a stack of small bottleneck blocks, where the 3x3 dominates, the two measured alike.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ SHORTCUTS = ("projection", "zeropad", "none")
 
 # He et al. initialise "as in [13]" (He et al., 2015, "Delving deep into rectifiers"): N(0, 2/n); torchvision
 # takes n = fan_out. Either way the signal variance is kept through a ReLU network.
-he_normal = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+he_normal = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")  # untruncated, as torchvision
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
@@ -59,11 +61,21 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1, *, rngs: nnx.Rngs) -> Poin
     return PointwiseConv(in_ch, out_ch, strides=stride, use_bias=False, kernel_init=he_normal, rngs=rngs)
 
 
-def batch_norm(ch: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    """BatchNorm after every convolution (Sec. 3.4), torchvision's settings: eps 1e-5, running averages
-    updated by 0.1 of the batch statistics (flax's momentum 0.9). ``model.eval()`` switches every one of them
-    to the running averages."""
-    return nnx.BatchNorm(ch, momentum=0.9, epsilon=1e-5, rngs=rngs)
+class BatchNorm(nnx.BatchNorm):
+    """BatchNorm after every convolution (Sec. 3.4) with torchvision's settings: eps 1e-5, running averages
+    updated by 0.1 of the batch statistics (flax's momentum 0.9). ``model.eval()`` switches every one of them to
+    the running averages; ``model.train()`` back to the batch statistics.
+
+    Its scale (ones) and shift (zeros) are made without drawing random keys: nothing random goes into them, and
+    each key drawn while building a model abstractly (``build(..., abstract=True)``) costs time that grows with
+    the model, which made building ResNet-152 twice as slow.
+    """
+
+    def __init__(self, num_features: int, *, rngs: nnx.Rngs):
+        super().__init__(num_features, momentum=0.9, epsilon=1e-5, use_scale=False, use_bias=False, rngs=rngs)
+        self.use_scale = self.use_bias = True
+        self.scale = nnx.Param(jnp.ones((num_features,)))  # gamma
+        self.bias = nnx.Param(jnp.zeros((num_features,)))  # beta
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -73,7 +85,7 @@ class Projection(nnx.Module):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, *, rngs: nnx.Rngs):
         self.conv = conv1x1(in_ch, out_ch, stride, rngs=rngs)
-        self.bn = batch_norm(out_ch, rngs=rngs)
+        self.bn = BatchNorm(out_ch, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.bn(self.conv(x))  # (B, H/s, W/s, out_ch)
@@ -91,8 +103,8 @@ class ZeroPadShortcut(nnx.Module):
 
 
 def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, *, rngs: nnx.Rngs) -> nnx.Module | None:
-    """``None`` means the identity (``"projection"``/``"zeropad"`` when the shape is kept) or no shortcut at all
-    (``"none"``); see :attr:`BasicBlock.residual` for which."""
+    """The module on a block's shortcut path. ``None`` means the identity (``"projection"``/``"zeropad"`` when the
+    shape is kept) or no shortcut at all (``"none"``; the block's ``residual`` attribute tells which)."""
     if kind not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {kind!r}")
     if kind == "none" or (stride == 1 and in_ch == out_ch):
@@ -102,14 +114,22 @@ def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int, *, rngs: nnx.
     return Projection(in_ch, out_ch, stride, rngs=rngs)
 
 
+class ShortcutGate(nnx.Variable):
+    """One number that multiplies every shortcut of a network: 1 = the ResNet, 0 = the plain network with the
+    very same weights. A variable, not a parameter: it is not trained and not counted; because it is data, not
+    structure, both settings run the same compiled program (one compile for two experiments)."""
+
+
 class _Residual(nnx.Module):
     """What both blocks share: ``relu(F(x) + shortcut(x))``, or ``relu(F(x))`` in a plain network."""
 
     expansion = 1
 
-    def _init_shortcut(self, kind: str, in_ch: int, out_ch: int, stride: int, rngs: nnx.Rngs) -> None:
+    def _init_shortcut(self, kind: str, in_ch: int, out_ch: int, stride: int, gate: ShortcutGate | None,
+                       rngs: nnx.Rngs) -> None:
         self.residual = kind != "none"
         self.shortcut = make_shortcut(kind, in_ch, out_ch, stride, rngs=rngs)
+        self.gate = gate if self.residual else None
 
     def residual_branch(self, x: jax.Array) -> jax.Array:
         raise NotImplementedError
@@ -117,7 +137,8 @@ class _Residual(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.residual_branch(x)  # F(x): (B, H/s, W/s, out_ch)
         if self.residual:
-            y = y + (x if self.shortcut is None else self.shortcut(x))  # Eq. (1) / Eq. (2)
+            s = x if self.shortcut is None else self.shortcut(x)  # x, or W_s x where the shape changes
+            y = y + (s if self.gate is None else self.gate[...] * s)  # Eq. (1) / Eq. (2)
         return nnx.relu(y)
 
 
@@ -129,14 +150,15 @@ class BasicBlock(_Residual):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, channels: int, stride: int = 1, shortcut: str = "projection", *,
-                 rngs: nnx.Rngs, **_):
+    def __init__(self, in_ch: int, channels: int, stride: int = 1, shortcut: str = "projection",
+                 stride_in_1x1: bool = False, *, gate: ShortcutGate | None = None, rngs: nnx.Rngs):
+        del stride_in_1x1  # accepted so both blocks build alike; a basic block has one place for its stride
         out_ch = channels * self.expansion
         self.conv1 = conv3x3(in_ch, channels, stride, rngs=rngs)
-        self.bn1 = batch_norm(channels, rngs=rngs)
+        self.bn1 = BatchNorm(channels, rngs=rngs)
         self.conv2 = conv3x3(channels, out_ch, rngs=rngs)
-        self.bn2 = batch_norm(out_ch, rngs=rngs)
-        self._init_shortcut(shortcut, in_ch, out_ch, stride, rngs)
+        self.bn2 = BatchNorm(out_ch, rngs=rngs)
+        self._init_shortcut(shortcut, in_ch, out_ch, stride, gate, rngs)
 
     def residual_branch(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))  # (B, H/s, W/s, channels)
@@ -155,16 +177,16 @@ class BottleneckBlock(_Residual):
     expansion = 4
 
     def __init__(self, in_ch: int, channels: int, stride: int = 1, shortcut: str = "projection",
-                 stride_in_1x1: bool = False, *, rngs: nnx.Rngs):
+                 stride_in_1x1: bool = False, *, gate: ShortcutGate | None = None, rngs: nnx.Rngs):
         out_ch = channels * self.expansion
         s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_ch, channels, s1, rngs=rngs)
-        self.bn1 = batch_norm(channels, rngs=rngs)
+        self.bn1 = BatchNorm(channels, rngs=rngs)
         self.conv2 = conv3x3(channels, channels, s2, rngs=rngs)
-        self.bn2 = batch_norm(channels, rngs=rngs)
+        self.bn2 = BatchNorm(channels, rngs=rngs)
         self.conv3 = conv1x1(channels, out_ch, rngs=rngs)
-        self.bn3 = batch_norm(out_ch, rngs=rngs)
-        self._init_shortcut(shortcut, in_ch, out_ch, stride, rngs)
+        self.bn3 = BatchNorm(out_ch, rngs=rngs)
+        self._init_shortcut(shortcut, in_ch, out_ch, stride, gate, rngs)
 
     def residual_branch(self, x: jax.Array) -> jax.Array:
         y = nnx.relu(self.bn1(self.conv1(x)))  # (B, H/s1, W/s1, channels): reduce
@@ -182,12 +204,13 @@ class ResNet(nnx.Module):
     ``stem="cifar"`` (Sec. 4.2): conv1 = 3x3, ``widths[0]``, stride 1; no pooling.
 
     ``input_shape`` (H, W, C) is what the model accepts; a different input raises an error that says so.
+    ``gated=True`` adds a :class:`ShortcutGate` shared by every block (see :func:`set_shortcuts`).
     """
 
     def __init__(self, stage_sizes: Sequence[int], block_cls: type = BottleneckBlock, num_classes: int = 1000, *,
                  input_shape: Sequence[int] = (224, 224, 3), widths: Sequence[int] = (64, 128, 256, 512),
                  stem: str = "imagenet", shortcut: str = "projection", stride_in_1x1: bool = False,
-                 name: str = "ResNet", rngs: nnx.Rngs):
+                 gated: bool = False, name: str = "ResNet", rngs: nnx.Rngs):
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', not {stem!r}")
         if len(stage_sizes) != len(widths) or len(widths) > len(STAGE_NAMES):
@@ -198,7 +221,7 @@ class ResNet(nnx.Module):
         h, w, in_ch = self.input_shape
         factor = (4 if stem == "imagenet" else 1) * 2 ** (len(stage_sizes) - 1)  # total downsampling
         if h % factor or w % factor:
-            raise ValueError(f"{name} halves its input {factor // 2 if stem == 'cifar' else 5} times "
+            raise ValueError(f"{name} halves its input {factor.bit_length() - 1} times "
                              f"({h}x{w} -> {h / factor:g}x{w / factor:g}); give it an input whose height and "
                              f"width are multiples of {factor}, e.g. {'224x224' if stem == 'imagenet' else '32x32'}")
         stem_width = 64 if stem == "imagenet" else widths[0]
@@ -207,13 +230,15 @@ class ResNet(nnx.Module):
                                   kernel_init=he_normal, rngs=rngs)
         else:
             self.conv1 = conv3x3(in_ch, stem_width, rngs=rngs)
-        self.bn1 = batch_norm(stem_width, rngs=rngs)
+        self.bn1 = BatchNorm(stem_width, rngs=rngs)
+        self.shortcut_gate = ShortcutGate(jnp.ones(())) if gated and shortcut != "none" else None
         ch = stem_width
         for i, (stage, n_blocks, width) in enumerate(zip(self.stage_names, stage_sizes, widths)):
             blocks = []
             for j in range(n_blocks):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(block_cls(ch, width, stride, shortcut, stride_in_1x1=stride_in_1x1, rngs=rngs))
+                blocks.append(block_cls(ch, width, stride, shortcut, stride_in_1x1=stride_in_1x1,
+                                        gate=self.shortcut_gate, rngs=rngs))
                 ch = width * block_cls.expansion
             setattr(self, stage, nnx.List(blocks))
         self.fc = nnx.Linear(ch, num_classes, rngs=rngs)
@@ -240,7 +265,7 @@ class ResNet(nnx.Module):
         for stage in self.stage_names:
             for block in getattr(self, stage):
                 x = block(x)
-            out[stage] = x  # (B, H/4/2^i, W/4/2^i, width * expansion)
+            out[stage] = x  # (B, H/4/2^i, W/4/2^i, width * expansion)  # (B, H/4/2^i, W/4/2^i, width * expansion)
         x = out["avg_pool"] = x.mean(axis=(1, 2))  # (B, C)
         out["fc"] = self.fc(x)  # (B, num_classes)
         return out["fc"], out
@@ -261,18 +286,79 @@ def imagenet_resnet(depth: int, num_classes: int = 1000, input_shape: Sequence[i
 
 
 def cifar_resnet(depth: int, num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3), *,
-                 shortcut: str = "zeropad", widths: Sequence[int] = (16, 32, 64), rngs: nnx.Rngs) -> ResNet:
+                 shortcut: str = "zeropad", widths: Sequence[int] = (16, 32, 64), gated: bool = False,
+                 rngs: nnx.Rngs) -> ResNet:
     """The 6n+2-layer networks of Sec. 4.2: conv 3x3,16, then 3 stages of n basic blocks (2n layers each) with
-    16, 32, 64 filters on maps of H, H/2, H/4, average pool, fc. ``shortcut="none"`` gives the plain network."""
+    16, 32, 64 filters on maps of H, H/2, H/4, average pool, fc. ``shortcut="none"`` gives the plain network;
+    ``gated=True`` a ResNet whose shortcuts :func:`set_shortcuts` can switch off."""
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"CIFAR ResNets have 6n+2 layers (20, 32, 44, 56, 110, ...), not {depth}")
     n = (depth - 2) // 6
     kind = "ResNet" if shortcut != "none" else "plain"
     return ResNet((n, n, n), BasicBlock, num_classes, input_shape=input_shape, widths=widths, stem="cifar",
-                  shortcut=shortcut, name=f"{kind}-{depth}", rngs=rngs)
+                  shortcut=shortcut, gated=gated, name=f"{kind}-{depth}", rngs=rngs)
+
+
+def set_shortcuts(model: ResNet, on: bool) -> ResNet:
+    """Switch every shortcut of a ``gated`` ResNet on (the ResNet) or off (its plain twin); returns the model.
+    With the shortcuts off it computes exactly what the plain network (``shortcut="none"``) built from the same
+    seed computes."""
+    if model.shortcut_gate is None:
+        raise ValueError(f"{model.name} has no shortcut gate; build it with gated=True")
+    model.shortcut_gate.set_value(jnp.asarray(1.0 if on else 0.0))
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------
+def shape_trace(model: ResNet) -> dict[str, tuple[int, ...]]:
+    """The shape of one example after every row of Table 1 (conv1, max_pool, conv2_x, ..., avg_pool, fc),
+    traced abstractly (nothing is computed; works on ``build(..., abstract=True)`` models)."""
+    model.eval()
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+    out = nnx.eval_shape(lambda m, x: m.intermediates(x)[1], model, x)  # a dict: its keys come back sorted
+    order = ["conv1", "max_pool", *model.stage_names, "avg_pool", "fc"]
+    return {k: tuple(out[k].shape[1:]) for k in order if k in out}
+
+
+def _describe(conv) -> str:
+    """A conv layer as Table 1 writes it, plus its stride and padding: "7x7, 64, stride 2, pad 3"."""
+    pad = conv.padding[0][0] if isinstance(conv.padding, tuple) else 0  # PointwiseConv: "VALID"
+    stride = conv.strides if isinstance(conv.strides, int) else conv.strides[0]
+    return f"{conv.kernel_size[0]}x{conv.kernel_size[1]}, {conv.out_features}, stride {stride}, pad {pad}"
+
+
+def block_layout(model: ResNet) -> dict[str, str]:
+    """Each stage as Table 1 writes it, read from the model: conv2_x of ResNet-50 is
+    ``"[1x1, 64; 3x3, 64; 1x1, 256] x 3"``."""
+    out = {}
+    for stage in model.stage_names:
+        blocks = getattr(model, stage)
+        convs = [m for name in ("conv1", "conv2", "conv3") if (m := getattr(blocks[0], name, None)) is not None]
+        inner = "; ".join(f"{c.kernel_size[0]}x{c.kernel_size[1]}, {c.out_features}" for c in convs)
+        out[stage] = f"[{inner}] x {len(blocks)}"
+    return out
+
+
+def table1(model: ResNet, table=None) -> list[dict]:
+    """The model's column of the paper's Table 1, computed from the model: one dict per row with ``layer``
+    (Table 1's name), ``what`` (its layers), ``output`` (H x W x C of one example) and, given the model's
+    :class:`~course.counting.CountTable`, ``params`` and ``macs`` (the max pool has none; Table 1 lists it
+    under conv2_x)."""
+    shapes, layout = shape_trace(model), block_layout(model)
+    costs = {g["stage"]: g for g in stage_summary(table)} if table is not None else {}
+    what = {"conv1": _describe(model.conv1), "max_pool": "3x3 max pool, stride 2, pad 1",
+            "avg_pool": "global average pool", "fc": f"fc, {model.fc.out_features} (with bias)", **layout}
+    rows = []
+    for name, shape in shapes.items():
+        row = {"layer": "conv2_x" if name == "max_pool" else name, "what": what[name],
+               "output": "x".join(map(str, shape))}
+        if costs:
+            c = costs.get(name, {"params": 0, "macs": 0})
+            row.update(params=c["params"], macs=c["macs"])
+        rows.append(row)
+    return rows
+
+
 def stage_summary(table) -> list[dict]:
     """A :class:`~course.counting.CountTable` of a ResNet summed by Table 1 row: conv1 (with its BatchNorm),
     conv2_x ... conv5_x, fc. Each dict: ``stage``, ``out_shape``, ``params``, ``macs``."""
@@ -285,19 +371,6 @@ def stage_summary(table) -> list[dict]:
         g["macs"] += r.macs
         g["out_shape"] = r.out_shape
     return list(rows.values())
-
-
-def block_layout(model: ResNet) -> dict[str, str]:
-    """Each stage as the paper's Table 1 writes it, read from the model: e.g. conv2_x of ResNet-50 is
-    ``"[1x1, 64; 3x3, 64; 1x1, 256] x 3"``."""
-    out = {}
-    for stage in model.stage_names:
-        blocks = getattr(model, stage)
-        b = blocks[0]
-        convs = [m for name in ("conv1", "conv2", "conv3") if (m := getattr(b, name, None)) is not None]
-        inner = "; ".join(f"{c.kernel_size[0]}x{c.kernel_size[1]}, {c.out_features}" for c in convs)
-        out[stage] = f"[{inner}] x {len(blocks)}"
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
