@@ -11,6 +11,7 @@ Everything is deterministic given the seed: parameters come from ``nnx.Rngs(seed
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -114,10 +115,20 @@ class History:
         return {k: self[k][-1] for k in keys if self[k]}
 
 
+@functools.lru_cache(maxsize=None)
+def adam(lr: float) -> optax.GradientTransformation:
+    """``optax.adam(lr)``, one object per learning rate. The transform is part of the optimizer's static
+    structure, so a fresh ``optax.adam`` per ``fit`` would recompile the train step every time (seconds on a
+    CPU); with this cache, runs with the same learning rate share one compiled step."""
+    return optax.adam(lr)
+
+
 def make_optimizer(model: nnx.Module, lr: float | optax.Schedule = 1e-3,
                    tx: optax.GradientTransformation | None = None) -> nnx.Optimizer:
     """``nnx.Optimizer`` over the model's ``nnx.Param``s; Adam with learning rate ``lr`` unless ``tx`` is given."""
-    return nnx.Optimizer(model, tx if tx is not None else optax.adam(lr), wrt=nnx.Param)
+    if tx is None:
+        tx = adam(lr) if isinstance(lr, (int, float)) else optax.adam(lr)
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
 def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epochs: int = 5,

@@ -80,3 +80,10 @@ def test_viz_functions_return_figures():
     assert len(viz.bar_compare({"params": {"x": 1, "y": 2}}).axes[0].patches) == 2
     assert len(viz.plot_xy([0, 1], {"cnn": [1, 0.5]}, "shift", "acc").axes[0].lines) == 1
     assert len(viz.plot_occlusion(np.random.rand(8, 8, 1), np.random.rand(4, 4)).axes) == 3
+
+
+def test_fits_with_the_same_learning_rate_share_one_compiled_step(digits16):
+    training.fit(models.build("mlp", seed=0), digits16, epochs=1, lr=0.0123, verbose=False)
+    compiled = training.train_step.jitted_fn._cache_size()
+    training.fit(models.build("mlp", seed=1), digits16, epochs=1, lr=0.0123, verbose=False)
+    assert training.train_step.jitted_fn._cache_size() == compiled
