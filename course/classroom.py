@@ -186,7 +186,8 @@ def build_slides(out: Path, items: list[NotebookInfo]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(VENDOR, out / "vendor", dirs_exist_ok=True)
     exporter = SlidesExporter(reveal_url_prefix="vendor/reveal.js", require_js_url="vendor/require.js",
-                              jquery_url="vendor/jquery.min.js", reveal_theme="white", reveal_scroll=True)
+                              jquery_url="vendor/jquery.min.js", reveal_theme="white", reveal_scroll=True,
+                              reveal_width="1400", reveal_height="900")  # wide enough for 120-column code
     paths = []
     for i in items:
         body, _ = exporter.from_notebook_node(tag_slides(nbformat.read(i.path, as_version=4)))
