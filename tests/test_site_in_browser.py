@@ -28,8 +28,16 @@ def browser():
 
 
 def rendered_images(browser) -> int:
-    return browser.execute_script(
-        "return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length")
+    """Images decoded with a non-zero size, once every image has finished loading (or failed), 10 s at most."""
+    return browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const t0 = Date.now();
+        (function poll() {
+          const imgs = Array.from(document.images);
+          if ((document.readyState === 'complete' && imgs.every(i => i.complete)) || Date.now() - t0 > 10000)
+            done(imgs.filter(i => i.complete && i.naturalWidth > 0).length);
+          else setTimeout(poll, 50);
+        })();""")
 
 
 def stored_figures(path) -> int:
