@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from course.counting import param_count  # re-exported: the memory each strategy needs
 from course.training import History, fit, predict
 
 PureDict = dict  # nested {name: {name: array}}: nnx.to_pure_dict of a model's Param state
@@ -73,11 +74,6 @@ def expand_head(model: nnx.Module, num_classes: int, *, rngs: nnx.Rngs, head: st
     grown = nnx.clone(model)
     setattr(grown, head, new_head)
     return grown
-
-
-def param_count(model: nnx.Module) -> int:
-    """Number of trainable scalars (``nnx.Param``) in ``model``."""
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def class_mask(classes: Sequence[int], num_classes: int) -> np.ndarray:

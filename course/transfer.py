@@ -25,6 +25,8 @@ from flax import nnx
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from course import counting
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Heads and models
@@ -129,8 +131,7 @@ def two_rate_optimizer(model: nnx.Module, tx: optax.GradientTransformation, head
 
 def count_params(model: nnx.Module, head: str | None = None) -> int:
     """Number of parameters of ``model`` (or of its attribute ``head`` only)."""
-    target = getattr(model, head) if head else model
-    return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(nnx.state(target, nnx.Param)))
+    return counting.param_count(getattr(model, head) if head else model)
 
 
 # ----------------------------------------------------------------------------------------------------------
