@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
 from course.data import Dataset, batches
 
@@ -46,8 +47,28 @@ def _train_step(model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: ja
 
 train_step = nnx.jit(_train_step, static_argnames=("loss_fn",))
 # The same step with the model's and optimizer's buffers donated: on a GPU the update happens in place instead of
-# into fresh memory (XLA on the CPU cannot use donated buffers and would warn, so fit and the CPU use train_step).
+# into fresh memory (XLA on the CPU cannot use donated buffers and would warn, so the CPU uses train_step).
 train_step_donated = nnx.jit(_train_step, static_argnames=("loss_fn",), donate_argnames=("model", "optimizer"))
+
+
+def _pure_step(graphdef, state, x, y, loss_params, loss_fn):
+    """:func:`_train_step` as a pure function of the split state: ``(state, x, y) -> (new state, loss, acc)``."""
+    model, opt = nnx.merge(graphdef, state)
+    loss, acc = _train_step(model, opt, x, y, loss_fn, loss_params)
+    return nnx.state((model, opt)), loss, acc
+
+
+# What fit runs. ``nnx.jit`` walks the whole module graph on every call (a jitted no-op taking model and optimizer:
+# small_cnn 1.9 ms, resnet20 30 ms, resnet50 about 100 ms of host time on a 2-core CPU), while ``jax.jit`` over the
+# state of ``nnx.split`` costs 0.06 / 0.8 / 1.9 ms; fit splits once per epoch and runs this step on the state.
+pure_train_step = jax.jit(_pure_step, static_argnames=("graphdef", "loss_fn"))
+pure_train_step_donated = jax.jit(_pure_step, static_argnames=("graphdef", "loss_fn"), donate_argnames=("state",))
+
+
+def compiled_step():
+    """The pure train step for the default backend: buffers donated on accelerators, not on the CPU (where XLA
+    cannot reuse donated buffers and would warn)."""
+    return pure_train_step if jax.default_backend() == "cpu" else pure_train_step_donated
 
 
 @nnx.jit(static_argnames=("loss_fn",))
@@ -145,7 +166,7 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
     same on every machine). ``callback(epoch, model, history)`` runs after each epoch; it may write lists
     into ``history.extra``. ``first_epoch`` > 1 continues a resumed run (epochs first_epoch..epochs).
     ``mesh`` (see :mod:`course.parallel`) splits every batch across its devices. ``progress`` draws a progress
-    bar on stderr when stderr is a terminal (never in a notebook, so stored outputs stay reproducible).
+    bar (tqdm) on stderr when stderr is a terminal (never in a notebook, so stored outputs stay reproducible).
     """
     if isinstance(data, Dataset):
         x, y = data.x_train, data.y_train
@@ -161,18 +182,22 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
 
         replicate(mesh, model, opt)
     put = (lambda *a: shard_batch(mesh, *a)) if mesh is not None else (lambda *a: [jnp.asarray(v) for v in a])
-    bar = _ProgressBar(len(x) // batch_size) if progress and sys.stderr.isatty() else None
+    step = compiled_step()
+    bar = tqdm(total=(epochs - first_epoch + 1) * (len(x) // batch_size), unit="step", leave=False,
+               disable=not (progress and sys.stderr.isatty()))
     hist = History()
     for epoch in range(first_epoch, epochs + 1):
         t0 = time.perf_counter()
         model.train()
+        graphdef, state = nnx.split((model, opt))  # train mode is part of graphdef: split after model.train()
         losses, accs = [], []
         for xb, yb in batches(x, y, batch_size, shuffle=True, seed=seed + epoch, drop_last=True):
-            loss, acc = train_step(model, opt, *put(xb, yb), loss_fn, loss_params)
+            state, loss, acc = step(graphdef, state, *put(xb, yb), loss_params, loss_fn)
             losses.append(loss)
             accs.append(acc)
-            if bar:
-                bar.step(epoch, epochs)
+            bar.update()
+        nnx.update((model, opt), state)
+        bar.set_postfix_str(f"epoch {epoch}/{epochs}", refresh=False)
         hist.epoch.append(epoch)
         hist.train_loss.append(float(jnp.mean(jnp.stack(losses))))
         hist.train_accuracy.append(float(jnp.mean(jnp.stack(accs))))
@@ -189,26 +214,9 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
             if test is not None:
                 line += f"  |  test loss {hist.test_loss[-1]:.3f} acc {hist.test_accuracy[-1]:.3f}"
             print(line)
+    bar.close()
     model.eval()
     return hist
-
-
-class _ProgressBar:
-    """A one-line text progress bar on stderr, redrawn in place."""
-
-    def __init__(self, steps: int):
-        self.steps, self.k, self.t0 = steps, 0, time.perf_counter()
-
-    def step(self, epoch: int, epochs: int) -> None:
-        self.k = self.k % self.steps + 1
-        done = int(30 * self.k / self.steps)
-        rate = self.k / max(time.perf_counter() - self.t0, 1e-9)
-        end = "\n" if self.k == self.steps else ""
-        sys.stderr.write(f"\repoch {epoch}/{epochs} [{'#' * done}{'.' * (30 - done)}] {self.k}/{self.steps} "
-                         f"({rate:.1f} steps/s){end}")
-        sys.stderr.flush()
-        if self.k == self.steps:
-            self.t0 = time.perf_counter()
 
 
 # ----------------------------------------------------------------------------------------------------------
