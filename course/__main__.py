@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -37,16 +38,18 @@ def _bench(args) -> int:
     import jax
 
     device = jax.devices()[0]
-    print(f"train step (forward + backward + Adam) on {device.device_kind} ({device.platform}), median of "
-          f"{args.steps} steps after compiling; TFLOP/s = 3 x forward FLOPs counted by course.counting")
-    if bench.device_peak_tflops(args.dtype) is None:
-        print(f"no data-sheet peak known for this device; a {args.dtype} 1024x1024 matmul reaches "
-              f"{bench.measured_matmul_tflops(dtype=args.dtype):.4f} TFLOP/s here")
+    if not args.json:
+        print(f"train step (forward + backward + Adam) on {device.device_kind} ({device.platform}), median of "
+              f"{args.steps} steps after compiling; TFLOP/s = 3 x forward FLOPs counted by course.counting")
+        if bench.device_peak_tflops(args.dtype) is None:
+            print(f"no data-sheet peak known for this device; a {args.dtype} 1024x1024 matmul reaches "
+                  f"{bench.measured_matmul_tflops(dtype=args.dtype):.4f} TFLOP/s here")
     for name in names:
         shape = None
         if args.size:
             shape = (args.size, args.size, bench.models.get_spec(name).input_shape[-1])
-        print(bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shape), flush=True)
+        r = bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shape)
+        print(json.dumps(r.to_dict()) if args.json else r, flush=True)
     return 0
 
 
@@ -72,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="train-step time of models at the notebook scale")
     b.add_argument("models", nargs="*", help="model names (default: every model with inputs up to 64x64)")
     b.add_argument("--batch", type=int, help="batch size (default: each model's own)")
-    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--steps", type=int, default=20)
     b.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16: mixed precision (float32 weights, bfloat16 compute)")
     b.add_argument("--size", type=int, help="input height = width (default: each model's own)")
+    b.add_argument("--json", action="store_true", help="one JSON object per model (images_per_s, step_ms, ...)")
     t = sub.add_parser("train", help="train a model on a dataset, with checkpoints and resume")
     t.add_argument("model")
     t.add_argument("--data", required=True, help="digits, shapes, synthetic, or cifar10:DIR")

@@ -1,8 +1,10 @@
 """Throughput of a model's full train step, its counted FLOPs, and the fraction of the device's peak reached.
 
-The step is the course's ordinary :func:`course.training.train_step` (forward, backward, Adam update and
-BatchNorm statistics in one jitted program); on an accelerator the model's and optimizer's buffers are donated
-(updated in place), on the CPU, where XLA cannot reuse them, they are not. Work per step is counted, not
+The step is the one :func:`course.training.fit` runs, :data:`course.training.pure_train_step`: forward, backward,
+Adam update and BatchNorm statistics in one program, ``jax.jit`` over the state of ``nnx.split`` (carried as a pytree
+from step to step, merged back into the module only at the end), its buffers donated (updated in place). ``host_overhead_ms`` is the median time
+of a step that takes and returns the same state the same way but does no work: what Python and dispatch cost per
+step, which caps throughput when the device is fast. Work per step is counted, not
 guessed: a train step costs about 3x the forward pass's FLOPs (the backward pass computes a gradient for the
 inputs and one for the weights of every layer; Kaplan et al. 2020, Sec. 2.1), with forward FLOPs = 2 x the MACs
 that :mod:`course.counting` finds. Timings are medians after one compile; they are figures to print, never
@@ -11,19 +13,25 @@ something a test asserts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from course import counting, models, precision, training
 
-# Dense peak TFLOP/s from the vendors' data sheets (without structured sparsity), for the achieved-vs-peak figure.
+# Dense peak TFLOP/s from NVIDIA's data sheets (without structured sparsity), matched against jax's device_kind in
+# this order (the PCIe H100 before the SXM one). float32 is the TF32 tensor-core peak: jax's default float32 matmul
+# precision on these GPUs runs TF32, so the plain-fp32 figure (67 on an H100 SXM) would give fractions above 100%.
 PEAK_TFLOPS = {
-    ("H100", "bfloat16"): 989.0, ("H100", "float32"): 67.0,   # H100 SXM: bf16 tensor core; fp32 without TF32
-    ("H200", "bfloat16"): 989.0, ("H200", "float32"): 67.0,
-    ("A100", "bfloat16"): 312.0, ("A100", "float32"): 19.5,
+    "H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
+    "H100 NVL": {"bfloat16": 835.0, "float32": 418.0},
+    "H100": {"bfloat16": 989.0, "float32": 494.7},   # SXM5 ("NVIDIA H100 80GB HBM3")
+    "H200": {"bfloat16": 989.0, "float32": 494.7},   # SXM (same tensor cores as the H100 SXM, more memory)
+    "A100": {"bfloat16": 312.0, "float32": 156.0},
 }
 
 
@@ -31,7 +39,7 @@ def device_peak_tflops(dtype: str, device=None) -> float | None:
     """The data-sheet peak of ``device`` for ``dtype``, or None where the course does not know it (e.g. CPUs:
     use :func:`measured_matmul_tflops` as the reference there)."""
     kind = (device or jax.devices()[0]).device_kind
-    return next((v for (name, dt), v in PEAK_TFLOPS.items() if name in kind and dt == dtype), None)
+    return next((peaks.get(dtype) for name, peaks in PEAK_TFLOPS.items() if name in kind), None)
 
 
 def measured_matmul_tflops(n: int = 1024, dtype: str = "float32", repeats: int = 5) -> float:
@@ -57,6 +65,9 @@ class BenchResult:
     step_ms: float
     macs_per_example: int
     peak_tflops: float | None = None
+    step_ms_iqr: float = 0.0         # spread of the timed steps: interquartile range
+    host_overhead_ms: float = 0.0    # median of a no-work step with the same inputs and outputs
+    device: str = ""
 
     @property
     def images_per_s(self) -> float:
@@ -75,12 +86,42 @@ class BenchResult:
         shape = "x".join(map(str, self.input_shape))
         peak = "" if self.peak_fraction is None else f"  {100 * self.peak_fraction:5.1f}% of peak"
         return (f"{self.model:<16} {shape:>9} {self.dtype:>8} batch {self.batch:>4}  compile {self.compile_s:5.1f} s"
-                f"  step {self.step_ms:8.1f} ms  {self.images_per_s:9.0f} img/s  {self.tflops:8.4f} TFLOP/s{peak}")
+                f"  step {self.step_ms:8.2f} ms (IQR {self.step_ms_iqr:.2f})  host {self.host_overhead_ms:6.3f} ms"
+                f"  {self.images_per_s:9.0f} img/s  {self.tflops:8.4f} TFLOP/s{peak}")
+
+    def to_dict(self) -> dict:
+        """The fields ``python -m course bench --json`` prints."""
+        return {"model": self.model, "device": self.device, "dtype": self.dtype, "batch": self.batch,
+                "input_shape": list(self.input_shape), "images_per_s": self.images_per_s, "step_ms": self.step_ms,
+                "step_ms_iqr": self.step_ms_iqr, "host_overhead_ms": self.host_overhead_ms,
+                "compile_s": self.compile_s, "macs_per_example": self.macs_per_example,
+                "achieved_tflops": self.tflops, "peak_tflops": self.peak_tflops,
+                "fraction_of_peak": self.peak_fraction}
 
 
-def bench_train_step(name: str, batch: int | None = None, steps: int = 10, seed: int = 0,
+def _median_ms(f, repeats: int) -> tuple[float, float]:
+    """Median and interquartile range, in ms, of ``repeats`` timed calls of ``f`` (each waits for its result)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(1e3 * (time.perf_counter() - t0))
+    q1, med, q3 = np.percentile(times, [25, 50, 75])
+    return float(med), float(q3 - q1)
+
+
+@functools.partial(jax.jit, static_argnames=("static",), donate_argnames=("leaves",))
+def _no_work_step(static, leaves, x, y):
+    """Takes and returns what the real step does (static structure, donated leaves, batch), computes nothing."""
+    return leaves, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+
+def bench_train_step(name: str, batch: int | None = None, steps: int = 20, seed: int = 0,
                      dtype: str = "float32", input_shape: tuple[int, int, int] | None = None) -> BenchResult:
-    """Compile and time ``steps`` train steps of registered model ``name`` on random data."""
+    """Compile and time ``steps`` train steps of registered model ``name`` on random data already on the device
+    (so the host never limits the figure), and the host overhead of a no-work step."""
+    if steps < 1 or (batch is not None and batch < 1):
+        raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
     spec = models.get_spec(name)
     batch = batch or spec.bench_batch
     shape = tuple(input_shape or spec.input_shape)
@@ -88,21 +129,31 @@ def bench_train_step(name: str, batch: int | None = None, steps: int = 10, seed:
     macs = counting.count(model, shape, name).macs
     opt = training.make_optimizer(model, 1e-3)
     loss_fn = precision.mixed_precision(getattr(model, "loss_fn", training.cross_entropy), dtype)
-    step = training.train_step if jax.default_backend() == "cpu" else training.train_step_donated
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal((batch, *shape)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, spec.num_classes, batch), jnp.int32)
+    kx, ky = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (batch, *shape), jnp.float32)  # (B, H, W, C), generated on the device
+    y = jax.random.randint(ky, (batch,), 0, spec.num_classes, jnp.int32)
     model.train()
+    static, leaves = training.split_state(model, opt)
+    box = [leaves]
+
+    def real():
+        box[0], loss, _ = training.pure_train_step(static, box[0], x, y, None, loss_fn)
+        jax.block_until_ready(loss)
+
+    def idle():
+        box[0], loss, _ = _no_work_step(static, box[0], x, y)
+        jax.block_until_ready(loss)
+
     t0 = time.perf_counter()
-    jax.block_until_ready(step(model, opt, x, y, loss_fn))
+    real()
     compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(step(model, opt, x, y, loss_fn))
-        times.append(time.perf_counter() - t0)
-    return BenchResult(name, batch, shape, dtype, compile_s, 1e3 * float(np.median(times)), macs,
-                       device_peak_tflops(dtype))
+    step_ms, iqr = _median_ms(real, steps)
+    idle()  # compile the no-work step
+    host_ms, _ = _median_ms(idle, max(steps, 20))
+    training.merge_state((model, opt), static, box[0])
+    device = jax.devices()[0]
+    return BenchResult(name, batch, shape, dtype, compile_s, step_ms, macs, device_peak_tflops(dtype), iqr, host_ms,
+                       f"{device.device_kind} ({device.platform})")
 
 
 def notebook_scale_models() -> list[str]:
