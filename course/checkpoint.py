@@ -8,6 +8,7 @@ is a function of (seed, epoch), so a run resumed from epoch k continues exactly 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import jax
@@ -17,6 +18,10 @@ from flax import nnx
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be resumed from; the message says why and what to do."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped in favour of an earlier intact one."""
 
 
 def _manager(directory: Path, keep: int = 2) -> ocp.CheckpointManager:
@@ -41,11 +46,14 @@ def latest_epoch(directory: str | Path) -> int | None:
         return mngr.latest_step()
 
 
-def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict) -> int:
-    """Load the latest checkpoint into ``model`` and ``optimizer`` (in place) and return its epoch.
+def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict,
+            fallback: bool = True) -> int:
+    """Load the latest intact checkpoint into ``model`` and ``optimizer`` (in place) and return its epoch.
 
     ``meta`` must equal the saved run description (same model, data, batch size, ...): resuming a different
-    run from this directory would silently mix two experiments, so it is refused.
+    run from this directory would silently mix two experiments, so it is refused. A checkpoint that cannot be read
+    (damaged bytes, a missing file) is named in a warning and the previous one is used; with ``fallback=False`` it
+    is a :class:`CheckpointError` instead. If none can be read, the error says so.
     """
     directory = Path(directory)
     epoch = latest_epoch(directory)
@@ -57,8 +65,24 @@ def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, 
         raise CheckpointError(f"the checkpoint in {directory} is of another run (saved vs now: {diff}); "
                               f"resume with the same arguments, or use another --checkpoint-dir")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _pure(model, optimizer))
+    damaged = []
     with _manager(directory) as mngr:
-        restored = mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        for epoch in sorted(mngr.all_steps(), reverse=True):
+            try:
+                restored = mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+                break
+            except Exception as e:  # orbax/tensorstore raise many types; the first line says what broke
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                damaged.append(f"epoch {epoch} ({directory / str(epoch)}): {reason}")
+                if not fallback:
+                    raise CheckpointError(f"the checkpoint of {damaged[-1]} cannot be read; delete that epoch's "
+                                          f"directory to resume from the one before, or train again") from None
+        else:
+            raise CheckpointError(f"no checkpoint in {directory} can be read: {'; '.join(damaged)}. "
+                                  f"Delete the directory and train again without --resume")
+    if damaged:
+        warnings.warn(f"damaged checkpoint skipped: {'; '.join(damaged)}; resuming from epoch {epoch}",
+                      CheckpointWarning, stacklevel=2)
     for name, node in (("model", model), ("optimizer", optimizer)):
         state = nnx.state(node)
         current = nnx.to_pure_dict(state)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from course import checkpoint, data, runs, training
+from course import checkpoint, data, models, runs, training
 from course.__main__ import main
 
 
@@ -123,3 +123,29 @@ def test_eight_simulated_devices_match_one(tmp_path):
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "8-device run matches" in r.stdout
+
+
+def _corrupt(step_dir):
+    """Overwrite the middle of every data file of one saved epoch with junk bytes."""
+    files = [f for f in step_dir.rglob("*") if f.is_file() and f.stat().st_size > 64 and "json" not in f.name]
+    assert files, f"no data files under {step_dir}"
+    for f in files:
+        raw = bytearray(f.read_bytes())
+        mid = len(raw) // 2
+        raw[mid:mid + 32] = b"\xff" * min(32, len(raw) - mid)
+        f.write_bytes(bytes(raw))
+
+
+def test_a_corrupt_latest_checkpoint_is_named_and_the_previous_one_used(tmp_path):
+    runs.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False, progress=False)
+    _corrupt(tmp_path / "2")
+    m = models.build("small_cnn", seed=5)
+    opt = training.make_optimizer(m, 1e-3)
+    meta = dict(model="small_cnn", data="digits", scale="small", batch=64, dtype="float32", lr=1e-3, seed=1)
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint of epoch 2 .* cannot be read"):
+        checkpoint.restore(tmp_path, m, opt, meta, fallback=False)
+    with pytest.warns(checkpoint.CheckpointWarning, match="damaged checkpoint skipped: epoch 2"):
+        assert checkpoint.restore(tmp_path, m, opt, meta) == 1
+    _corrupt(tmp_path / "1")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .* can be read"):
+        checkpoint.restore(tmp_path, m, opt, meta)
