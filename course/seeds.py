@@ -44,7 +44,7 @@ class Spread:
 
     def __format__(self, spec: str) -> str:
         spec = spec or ".3f"
-        return f"{self.mean:{spec}} ± {self.sd:{spec}}"
+        return f"{self.mean:{spec}} ± {self.sd:{spec.lstrip('+ ')}}"  # a sign for the mean only: "+0.004 ± 0.007"
 
     def __str__(self) -> str:
         return format(self)

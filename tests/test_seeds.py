@@ -15,7 +15,7 @@ def test_different_seed_parameters_give_disjoint_seed_sets():
 def test_spread_is_mean_and_sample_sd_and_prints_in_the_form_nbval_tolerance_reads():
     s = seeds.over_seeds(lambda k: [0.8, 0.9, 0.7][k], [0, 1, 2])
     assert s.mean == pytest.approx(0.8) and s.sd == pytest.approx(np.std([0.8, 0.9, 0.7], ddof=1))
-    assert f"{s:.3f}" == "0.800 ± 0.100"
+    assert f"{s:.3f}" == "0.800 ± 0.100" and f"{s:+.2f}" == "+0.80 ± 0.10"
     other = seeds.Spread((0.85, 0.95, 0.80))
     assert differences(f"acc {s:.3f}", f"acc {other:.3f}", Tolerance(spread=1, why="t")) == []
 
