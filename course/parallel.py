@@ -1,10 +1,10 @@
 """Data-parallel training with JAX's own sharding: one code path for 1 or N devices.
 
 A 1-D device mesh with axis ``"data"``: each batch is split along its first axis across the devices, parameters
-and optimizer state are replicated. The train step stays the ordinary :func:`course.training.train_step`; ``jit``
-sees sharded inputs and XLA's SPMD partitioner inserts the gradient all-reduce (and, for BatchNorm, the all-reduce
+and optimizer state are replicated. The train step stays the ordinary
+:data:`course.training.pure_train_step`; ``jit`` sees sharded inputs and XLA's SPMD partitioner inserts the gradient all-reduce (and, for BatchNorm, the all-reduce
 of batch statistics), so the result equals the single-device step up to floating-point reassociation
-(tests/test_parallel.py checks it with 8 simulated CPU devices).
+(tests/test_train_cli.py checks it with 8 simulated CPU devices).
 
 Across several hosts: call ``jax.distributed.initialize()`` first on every host (it reads the coordinator address
 from the cluster environment, or takes ``coordinator_address=, num_processes=, process_id=``); ``jax.devices()``
@@ -26,7 +26,7 @@ def make_mesh(n_devices: int | None = None) -> Mesh:
     if not 1 <= n <= len(devices):
         raise ValueError(f"asked for {n} devices but jax sees {len(devices)} ({devices[0].platform}); on CPU, "
                          f"simulate more with XLA_FLAGS=--xla_force_host_platform_device_count={n} before jax starts")
-    return Mesh(np.array(devices[:n]), ("data",))
+    return jax.make_mesh((n,), ("data",), devices=devices[:n])
 
 
 def shard_batch(mesh: Mesh, *arrays):

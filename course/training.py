@@ -2,7 +2,7 @@
 
 A *loss function* has the signature ``loss_fn(model, x, y, params) -> (loss, logits)``: ``params`` is any pytree
 of arrays (an auxiliary-loss weight, a distillation temperature...) passed *traced*, so changing it does not
-recompile the step (../shared/GUIDE.md: compiling costs seconds on a CPU, so compile once and pass what varies).
+recompile the step (compiling costs seconds on a CPU, so compile once and pass what varies).
 ``logits`` are the main head's, used for accuracy.
 
 Everything is deterministic given the seed: parameters come from ``nnx.Rngs(seed)``, the batch order from

@@ -113,6 +113,16 @@ EIGHT_DEVICES = textwrap.dedent("""
     for a, b in zip(s1, s8):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     print("8-device run matches", len(s1), "arrays")
+    # the mesh is really used: each batch leaf split 8 ways, every weight of the trained model replicated
+    mesh = parallel.make_mesh(8)
+    xb, yb = parallel.shard_batch(mesh, ds.x_train[:64], ds.y_train[:64])
+    assert [s.data.shape[0] for s in xb.addressable_shards] == [8] * 8 and len(yb.addressable_shards) == 8
+    m = DropBN(nnx.Rngs(0))
+    opt = training.make_optimizer(m, 1e-2)
+    parallel.replicate(mesh, m, opt)
+    leaves = jax.tree.leaves(nnx.state((m, opt)))
+    assert all(len(a.sharding.device_set) == 8 and a.sharding.is_fully_replicated for a in leaves)
+    print("batch split 8 ways, weights replicated")
 """)
 
 
@@ -122,7 +132,7 @@ def test_eight_simulated_devices_match_one(tmp_path):
     r = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], env=env, cwd=root, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "8-device run matches" in r.stdout
+    assert "8-device run matches" in r.stdout and "batch split 8 ways, weights replicated" in r.stdout
 
 
 def _corrupt(step_dir):
