@@ -23,7 +23,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED = 0
 
-.PHONY: setup lab test unit nbval nbval-stored nbval-seed notebooks bench slides students site map browser clean
+.PHONY: setup lab test unit nbval nbval-stored nbval-seed notebooks bench bench-gpu slides students site map browser clean
 
 setup: $(VENV)/.installed
 
@@ -67,6 +67,17 @@ notebooks: setup
 
 bench: setup
 	$(BIN)/python -m course bench
+
+# Every GPU figure the README reports, in one run (about 5 minutes on one H100/H200): JSON lines in build/bench-gpu.jsonl.
+BENCH := $(BIN)/python -m course bench --json
+bench-gpu: setup
+	mkdir -p build && : > build/bench-gpu.jsonl
+	for dt in bfloat16 float32; do \
+	  $(BENCH) resnet50 googlenet --batch 256 --dtype $$dt >> build/bench-gpu.jsonl || exit 1; \
+	  for b in 256 1024 4096; do $(BENCH) resnet20 --size 32 --batch $$b --dtype $$dt >> build/bench-gpu.jsonl || exit 1; done; \
+	done
+	for b in 32 64 128 512; do $(BENCH) resnet50 --batch $$b --dtype bfloat16 >> build/bench-gpu.jsonl || exit 1; done
+	cat build/bench-gpu.jsonl
 
 slides students site map: setup
 	$(BIN)/python -m course.classroom $@

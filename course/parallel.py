@@ -14,7 +14,6 @@ global batch (``jax.make_array_from_process_local_data``) instead of :func:`shar
 from __future__ import annotations
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
