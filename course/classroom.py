@@ -10,7 +10,8 @@ from that: nothing about the course's structure is written twice.
 
     python -m course.classroom slides   build/slides/NN_topic.slides.html (reveal.js, via nbconvert)
     python -m course.classroom students build/students/NN_topic.ipynb (solutions removed)
-    python -m course.classroom site     build/site/index.html + one page per notebook, with stored outputs
+    python -m course.classroom site     build/site/index.html + one page per notebook, with stored outputs and
+                                        links between them; opens offline (MathJax etc. in build/site/vendor)
     python -m course.classroom map      docs/course_map.png (the README's course map)
     python -m course.classroom tag      (re)write slide metadata into the notebooks themselves
 """
@@ -148,15 +149,52 @@ def course_map(items: list[NotebookInfo]):
 
 # ----------------------------------------------------------------------------------------------------------
 # Site
+STATIC = Path(__file__).resolve().parent / "static"
+VENDOR = STATIC / "vendor"  # third-party files, copied beside the pages (see vendor/README.md)
+TEMPLATES = STATIC / "templates"  # nbconvert's lab and reveal templates, changed to load nothing from the internet
+# the template directories in it (course_lab, course_reveal), and it itself for their shared offline_mathjax.html.j2
+_OUR_TEMPLATES = {"extra_template_basedirs": [str(TEMPLATES)], "extra_template_paths": [str(TEMPLATES)]}
+
+
+def _copy_vendor(out: Path, names: tuple[str, ...] | None = None) -> None:
+    """``course/static/vendor`` (or only ``names`` in it) to ``out/vendor``, where the pages find it."""
+    import shutil
+
+    if names is None:
+        shutil.copytree(VENDOR, out / "vendor", dirs_exist_ok=True)
+        return
+    (out / "vendor").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = VENDOR / name
+        if src.is_dir():
+            shutil.copytree(src, out / "vendor" / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, out / "vendor" / name)
+
+
+def site_nav(items: list[NotebookInfo], k: int) -> dict:
+    """The links of notebook ``k``'s navigation bar: the index, the previous and the next notebook."""
+    def link(i: NotebookInfo) -> dict:
+        return {"href": i.path.with_suffix(".html").name, "title": f"{i.number} {i.title}"}
+    return {"index": "index.html", "prev": link(items[k - 1]) if k > 0 else None,
+            "next": link(items[k + 1]) if k + 1 < len(items) else None}
+
+
 def build_site(out: Path, items: list[NotebookInfo]) -> list[Path]:
-    """index.html (course map + one card per notebook) and one HTML page per notebook with its stored outputs."""
+    """index.html (course map + one card per notebook) and one HTML page per notebook with its stored outputs,
+    each with links to the index and to the previous and next notebooks. Opens offline: the pages load MathJax 3
+    and require.js from ``vendor/`` beside them (template ``course/static/templates/course_lab``), nothing from
+    the internet."""
     from nbconvert import HTMLExporter
 
     out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
+    _copy_vendor(out, ("mathjax", "require.js"))
+    exporter = HTMLExporter(template_name="course_lab", **_OUR_TEMPLATES)
     pages = []
-    for i in items:
-        body, _ = exporter.from_notebook_node(nbformat.read(i.path, as_version=4))
+    for k, i in enumerate(items):
+        resources = {"metadata": {"name": f"{i.number} {i.title}"}, "course_nav": site_nav(items, k),
+                     "course_vendor": "vendor"}
+        body, _ = exporter.from_notebook_node(nbformat.read(i.path, as_version=4), resources=resources)
         page = out / i.path.with_suffix(".html").name
         page.write_text(body, encoding="utf-8")
         pages.append(page)
@@ -173,24 +211,22 @@ def build_site(out: Path, items: list[NotebookInfo]) -> list[Path]:
     return [out / "index.html", *pages]
 
 
-VENDOR = Path(__file__).resolve().parent / "static" / "vendor"
-
-
 def build_slides(out: Path, items: list[NotebookInfo]) -> list[Path]:
     """reveal.js decks with the stored outputs (what ``jupyter nbconvert --to slides`` makes), which open offline:
-    reveal.js, require.js and jQuery are copied beside them from ``course/static/vendor`` instead of a CDN."""
-    import shutil
-
+    reveal.js, require.js, jQuery and MathJax 3 are copied beside them from ``course/static/vendor`` instead of a
+    CDN (template ``course/static/templates/course_reveal``)."""
     from nbconvert import SlidesExporter
 
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(VENDOR, out / "vendor", dirs_exist_ok=True)
-    exporter = SlidesExporter(reveal_url_prefix="vendor/reveal.js", require_js_url="vendor/require.js",
+    _copy_vendor(out)
+    exporter = SlidesExporter(template_name="course_reveal", **_OUR_TEMPLATES,
+                              reveal_url_prefix="vendor/reveal.js", require_js_url="vendor/require.js",
                               jquery_url="vendor/jquery.min.js", reveal_theme="white", reveal_scroll=True,
                               reveal_width="1400", reveal_height="900")  # wide enough for 120-column code
     paths = []
     for i in items:
-        body, _ = exporter.from_notebook_node(tag_slides(nbformat.read(i.path, as_version=4)))
+        resources = {"metadata": {"name": f"{i.number} {i.title}"}, "course_vendor": "vendor"}
+        body, _ = exporter.from_notebook_node(tag_slides(nbformat.read(i.path, as_version=4)), resources=resources)
         p = out / i.path.with_suffix(".slides.html").name
         p.write_text(body, encoding="utf-8")
         paths.append(p)
