@@ -265,3 +265,30 @@ def test_cli_counts_googlenet(capsys):
     assert main(["count", "googlenet"]) == 0
     out = capsys.readouterr().out
     assert "aux1" not in out and f"{PAPER_MACS:,}" in out
+
+
+def test_loss_counts_every_head_not_only_two():
+    # a third head (after 4a, 4b and 4d): its loss must be part of the training loss, not silently dropped
+    layout = TINY_LAYOUT[:2] + (InceptionRow("4b", 2, 2, 2, 2, 2, 2),) + TINY_LAYOUT[2:]
+    three = GoogLeNet(3, (4, 4, 1), layout, AuxSpec(after=("4a", "4b", "4d"), pool=2, stride=2, conv_ch=2, fc=4),
+                      rngs=nnx.Rngs(0))
+    x, y = jax.random.normal(jax.random.key(4), (5, 4, 4, 1)), jnp.array([0, 1, 2, 0, 1])
+    three.eval()
+    three.deterministic = False  # heads on, dropout off
+    logits, out = three.intermediates(x)
+    assert {"aux1", "aux2", "aux3"} <= set(out)
+    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y).mean()  # noqa: E731
+    expected = ce(logits) + 0.3 * (ce(out["aux1"]) + ce(out["aux2"]) + ce(out["aux3"]))
+    np.testing.assert_allclose(googlenet_loss(three, x, y, 0.3)[0], expected, rtol=1e-5)
+
+
+def test_heads_on_a_non_square_input():
+    # 4x6 input: the heads' 2x2/2 pools give 2x3 maps, so their FC layers read 2*3*conv_ch values
+    net = GoogLeNet(3, (4, 6, 1), TINY_LAYOUT, TINY_AUX, rngs=nnx.Rngs(0))
+    assert net.aux1.fc.in_features == 2 * 3 * TINY_AUX.conv_ch
+    net.eval()
+    net.deterministic = False
+    logits, out = net.intermediates(jnp.zeros((2, 4, 6, 1)))
+    assert logits.shape == out["aux1"].shape == out["aux2"].shape == (2, 3)
+    with pytest.raises(ValueError, match="at least 2x2, but it reads 1x6"):
+        GoogLeNet(3, (1, 6, 1), TINY_LAYOUT, TINY_AUX, rngs=nnx.Rngs(0))

@@ -25,7 +25,7 @@ always returns the main logits (so ``course.training.fit`` and ``predict`` work 
 Variants (registered in ``course.models``)
 ------------------------------------------
 * ``googlenet``: the paper's network, 224x224x3, 1000 classes: convolutions with biases and ReLU, no
-  BatchNorm (published a year later), local response normalization in the stem (Fig. 3), 5x5 convs, 40% dropout.
+  BatchNorm (published about five months later, Ioffe & Szegedy, arXiv:1502.03167), local response normalization in the stem (Fig. 3), 5x5 convs, 40% dropout.
 * ``googlenet_torchvision``: torchvision's ``googlenet`` structure, whose 6,624,904 parameters (aux heads off)
   it reproduces exactly: BatchNorm (eps 1e-3) after every bias-free conv, no LRN, 20% dropout, a 2x2/2 last
   max pool, and the "5x5" branch built with **3x3** kernels, a known torchvision quirk
@@ -274,19 +274,21 @@ class NaiveInception(nnx.Module):
 
 class AuxHead(nnx.Module):
     """An auxiliary classifier (the paper's Sec. 5): average pool 5x5/3 (14x14 -> 4x4), 1x1 conv to 128 + ReLU,
-    fully connected 1024 + ReLU, dropout 70%, linear to the classes. ``in_hw`` is the height = width of the
-    feature map it reads; it fixes the FC layer's input size (4 * 4 * 128 = 2048 in the paper)."""
+    fully connected 1024 + ReLU, dropout 70%, linear to the classes. ``in_hw`` is the (height, width) of the
+    feature map it reads (one int for a square map); it fixes the FC layer's input size (4 * 4 * 128 = 2048 in
+    the paper)."""
 
-    def __init__(self, in_ch: int, num_classes: int, in_hw: int, spec: AuxSpec = PAPER_AUX, *,
+    def __init__(self, in_ch: int, num_classes: int, in_hw: int | tuple[int, int], spec: AuxSpec = PAPER_AUX, *,
                  batchnorm: bool = False, kernel_init: Initializer = HE_NORMAL, rngs: nnx.Rngs):
         self.pool, self.stride = spec.pool, spec.stride
-        out_hw = (in_hw - spec.pool) // spec.stride + 1
-        if in_hw < spec.pool:
+        in_h, in_w = (in_hw, in_hw) if isinstance(in_hw, int) else (int(in_hw[0]), int(in_hw[1]))
+        if min(in_h, in_w) < spec.pool:
             raise ValueError(f"the auxiliary head's {spec.pool}x{spec.pool} average pool needs a feature map of at "
-                             f"least {spec.pool}x{spec.pool}, but it reads {in_hw}x{in_hw}: use a larger input "
+                             f"least {spec.pool}x{spec.pool}, but it reads {in_h}x{in_w}: use a larger input "
                              f"size or an AuxSpec with a smaller pool")
+        out_h, out_w = ((n - spec.pool) // spec.stride + 1 for n in (in_h, in_w))
         self.conv = ConvUnit(in_ch, spec.conv_ch, 1, batchnorm=batchnorm, kernel_init=kernel_init, rngs=rngs)
-        self.fc = nnx.Linear(out_hw * out_hw * spec.conv_ch, spec.fc, kernel_init=kernel_init, rngs=rngs)
+        self.fc = nnx.Linear(out_h * out_w * spec.conv_ch, spec.fc, kernel_init=kernel_init, rngs=rngs)
         self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
         self.classifier = nnx.Linear(spec.fc, num_classes, rngs=rngs)
 
@@ -315,21 +317,21 @@ class GoogLeNet(nnx.Module):
         self.layout = tuple(layout)
         self.deterministic = False  # train mode until model.eval(), as every NNX module
         self.aux_after = tuple(aux_spec.after) if aux_spec is not None else ()
-        hw, ch = self.input_shape[0], self.input_shape[2]
+        h, w, ch = self.input_shape
         common = dict(batchnorm=batchnorm, kernel_init=kernel_init, rngs=rngs)
         for item in self.layout:
             if isinstance(item, ConvSpec):
                 setattr(self, item.name, ConvUnit(ch, item.out, item.kernel, item.stride, **common))
-                ch, hw = item.out, -(-hw // item.stride)
+                ch, h, w = item.out, -(-h // item.stride), -(-w // item.stride)
             elif isinstance(item, PoolSpec):
-                hw = -(-hw // item.stride)
+                h, w = -(-h // item.stride), -(-w // item.stride)
             elif isinstance(item, InceptionRow):
                 block = Inception.from_row(ch, item, kernel5=kernel5, **common)
                 setattr(self, f"inception{item.name}", block)
                 ch = block.out_ch
                 if item.name in self.aux_after:
                     i = self.aux_after.index(item.name) + 1
-                    setattr(self, f"aux{i}", AuxHead(ch, num_classes, hw, aux_spec, **common))
+                    setattr(self, f"aux{i}", AuxHead(ch, num_classes, (h, w), aux_spec, **common))
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.fc = nnx.Linear(ch, num_classes, rngs=rngs)
 
@@ -370,7 +372,9 @@ class GoogLeNet(nnx.Module):
 def googlenet_loss(model: GoogLeNet, x: jax.Array, y: jax.Array,
                    aux_weight: jax.Array | float | None = None) -> tuple[jax.Array, jax.Array]:
     """The paper's training loss (Sec. 5): main cross-entropy + ``aux_weight`` x (aux1 + aux2); 0.3 in the paper
-    (used when ``aux_weight`` is None). In eval mode the heads are not computed and the loss is the main one.
+    (used when ``aux_weight`` is None). Every head the model computed counts ("aux1", "aux2", "aux3", ... in
+    ``intermediates``' output: an ``AuxSpec(after=("4a", "4b", "4d"))`` model has three). In eval mode the heads
+    are not computed and the loss is the main one. Works for any model with GoogLeNet's ``intermediates``.
 
     Has the signature of a ``course.training`` loss function, with the weight as the traced ``loss_params``:
     weights 0.0, 0.3 and 1.0 share one compiled train step. Returns (loss, main logits).
@@ -378,7 +382,7 @@ def googlenet_loss(model: GoogLeNet, x: jax.Array, y: jax.Array,
     logits, out = model.intermediates(x)
     ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y).mean()  # noqa: E731
     loss = ce(logits)
-    aux = [ce(out[k]) for k in ("aux1", "aux2") if k in out]
+    aux = [ce(v) for k, v in out.items() if k.startswith("aux") and k[3:].isdigit()]
     if aux:
         loss = loss + (0.3 if aux_weight is None else aux_weight) * sum(aux)
     return loss, logits

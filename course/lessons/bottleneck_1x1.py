@@ -1,19 +1,18 @@
-"""What GoogLeNet costs, layer by layer, beside the paper's own Table 1 (notebook 02), and its gradients per
-block (notebook 03).
+"""Notebook 02 (1x1 convolutions and bottleneck layers): what GoogLeNet costs, layer by layer, beside the paper's
+own Table 1. (Formerly ``course.inception_costs``; notebook 03's gradient helpers moved to
+``course.lessons.auxiliary_classifiers``.)
 
 * :data:`PAPER_TABLE1`: the paper's Table 1 (Szegedy et al., "Going deeper with convolutions", 2014,
   arXiv:1409.4842), typed in as data: output size, depth, and the "params" and "ops" columns.
 * :func:`compare_with_table1`: our counts (``course.counting``) grouped into Table 1's rows, beside the paper's.
 * :func:`naive_vs_reduced` and :func:`channel_growth`: the naive Inception module (Fig. 2a) against the one with
   1x1 reductions (Fig. 2b), per branch and stacked layer after layer.
-* :func:`block_grad_norms`: per-layer gradient norms summed into GoogLeNet's blocks, in forward order.
 
 Plots take data and return a Figure; none calls ``plt.show()``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Mapping, Sequence
 
 import jax
@@ -23,7 +22,7 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from course import counting
-from course.models.inception import (PAPER_LAYOUT, ConvSpec, GoogLeNet, Inception, InceptionRow, LayoutItem,
+from course.models.inception import (PAPER_LAYOUT, ConvSpec, Inception, InceptionRow, LayoutItem,
                                      NaiveInception, PoolSpec)
 
 
@@ -64,7 +63,8 @@ PAPER_TABLE1: tuple[Table1Row, ...] = (
     Table1Row("fc", "linear", "", (1, 1, 1000), 1, 1000, 1),
     Table1Row("softmax", "softmax", "", (1, 1, 1000), 0),
 )
-PAPER_TOTAL_MACS = 1.5e9  # Sec. 5: "a computational budget of 1.5 billion multiply-adds at inference time"
+PAPER_TOTAL_MACS = 1.5e9  # Sec. 1 (Introduction): "for most of the experiments, the models were designed to keep a
+# computational budget of 1.5 billion multiply-adds at inference time": a design budget, not a sum of Table 1
 TORCHVISION_PARAMS = 6_624_904  # torchvision.models.googlenet, documented (aux heads off)
 TORCHVISION_GMACS = 1.50  # torchvision's documented "GFLOPS" for googlenet, which are GMACs
 
@@ -185,24 +185,6 @@ def channel_growth(layout: Sequence[LayoutItem] = PAPER_LAYOUT, input_hw: int = 
 
 
 # ----------------------------------------------------------------------------------------------------------
-def block_names(model: GoogLeNet) -> list[str]:
-    """GoogLeNet's blocks in forward order: the stem convs, one per Inception row, then "fc"."""
-    names = [item.name if isinstance(item, ConvSpec) else f"inception{item.name}"
-             for item in model.layout if isinstance(item, (ConvSpec, InceptionRow))]
-    return names + ["fc"]
-
-
-def block_grad_norms(norms: Mapping[str, float], model: GoogLeNet) -> dict[str, float]:
-    """Sum per-layer gradient norms (``course.training.layer_grad_norms``) into one L2 norm per block, in
-    forward order (input side first), labelled "conv1", ..., "3a", ..., "5b", "fc". Aux heads are left out."""
-    out = {}
-    for name in block_names(model):
-        sq = sum(v * v for k, v in norms.items() if k.split("/")[0] == name)
-        out[name.replace("inception", "")] = math.sqrt(sq)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Plots
 def plot_branch_costs(costs: Mapping[str, Mapping[str, Mapping[str, int]]], title: str = "",
                       figsize: tuple[float, float] = (10, 3.2)) -> Figure:
@@ -269,25 +251,5 @@ def plot_table1_ratios(rows: Sequence[Mapping], clip: float = 10.0,
     ax.set_title("our counts against Table 1 (0 = agreement)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    return fig
-
-
-def plot_runs(histories: Mapping[str, object], grad_key: str = "early_grad", grad_title: str | None = None,
-              figsize: tuple[float, float] = (10, 3.2)) -> Figure:
-    """Side by side, one line per run: test accuracy per epoch, and ``history.extra[grad_key]`` per epoch
-    (e.g. the gradient norm reaching the early layers, log axis) titled ``grad_title``."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
-    for name, h in histories.items():
-        a.plot(h["epoch"], h["test_accuracy"], marker="o", ms=3, label=name)
-        b.plot(h["epoch"], h[grad_key], marker="o", ms=3, label=name)
-    a.set_title("test accuracy")
-    b.set_title(grad_title or grad_key.replace("_", " "))
-    b.set_yscale("log")
-    for ax in (a, b):
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    a.legend(fontsize=8)
     fig.tight_layout()
     return fig
