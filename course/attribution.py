@@ -15,12 +15,19 @@ import numpy as np
 
 
 def occlusion_map(prob_fn: Callable[[jax.Array], jax.Array], image: np.ndarray, label: int, patch: int = 4,
-                  stride: int = 1, fill: float = 0.0) -> np.ndarray:
+                  stride: int = 1, fill: float = 0.5) -> np.ndarray:
     """Drop in p(label) when a ``patch`` x ``patch`` square of ``fill`` covers each position.
 
     ``prob_fn`` maps (B, H, W, C) images to (B, classes) probabilities. Returns (n_rows, n_cols) with one value
     per patch position (top-left corners every ``stride`` pixels); positive = covering it hurts the prediction.
+    The default fill is Zeiler & Fergus's grey (0.5 on [0, 1] images). A fill equal to the background (0 on
+    black-background digits) makes covering pure background change nothing, so "the network looks at the ink"
+    could not fail; grey is a change everywhere, and whether the background matters becomes a measurement.
     """
+    if image.ndim != 3:
+        raise ValueError(f"image must be one (H, W, C) image, got shape {image.shape}; pass images[i], not a batch")
+    if not 0 < patch <= min(image.shape[:2]):
+        raise ValueError(f"patch={patch} must be between 1 and the image size {image.shape[:2]}")
     h, w = image.shape[:2]
     tops, lefts = range(0, h - patch + 1, stride), range(0, w - patch + 1, stride)
     batch = np.repeat(image[None], len(tops) * len(lefts), axis=0)  # (P, H, W, C)

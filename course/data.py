@@ -276,3 +276,42 @@ def rotate_images(x: np.ndarray, angle: float) -> np.ndarray:
     from scipy.ndimage import rotate
 
     return rotate(x, angle, axes=(2, 1), reshape=False, order=1, mode="constant").astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Where spatial structure matters: digits anywhere on a larger canvas, and the same pixels in a scrambled order
+def scatter_on_canvas(images: np.ndarray, canvas: int, seed: int) -> np.ndarray:
+    """Place each (h, w) image of (N, h, w, C) at its own uniformly random position on a zero canvas.
+
+    Returns (N, canvas, canvas, C). Every top-left corner in 0..canvas-h (rows) and 0..canvas-w (columns) is
+    equally likely; the positions are drawn from ``seed``, so the same seed gives the same images.
+    """
+    n, h, w, c = images.shape
+    if canvas < max(h, w):
+        raise ValueError(f"canvas={canvas} is smaller than the images ({h}x{w}); use canvas >= {max(h, w)}")
+    rng = np.random.default_rng(seed)
+    tops, lefts = rng.integers(0, canvas - h + 1, n), rng.integers(0, canvas - w + 1, n)
+    out = np.zeros((n, canvas, canvas, c), images.dtype)
+    for i, (t, l) in enumerate(zip(tops, lefts)):
+        out[i, t:t + h, l:l + w] = images[i]
+    return out
+
+
+def scattered_digits(canvas: int = 24, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    """The 8x8 digits of :func:`digits` (same fixed train/test split), each at a random position on a
+    ``canvas`` x ``canvas`` image. Positions come from ``seed`` (train and test drawn independently), so a
+    classifier must recognise a digit wherever it is: the setting where convolution's weight sharing pays."""
+    d = digits(8, test_fraction)
+    xtr = scatter_on_canvas(d.x_train, canvas, seed)
+    xte = scatter_on_canvas(d.x_test, canvas, seed + 100_003)
+    return Dataset(f"digits{canvas}-scattered", xtr, d.y_train, xte, d.y_test, d.classes)
+
+
+def permute_pixels(x: np.ndarray, seed: int) -> np.ndarray:
+    """The same fixed permutation of the H*W pixel positions applied to every image of (N, H, W, C).
+
+    An MLP cannot tell the difference (permuting the rows of its first weight matrix gives the same function);
+    a CNN loses what made it good, the fact that neighbouring pixels are neighbours."""
+    n, h, w, c = x.shape
+    perm = np.random.default_rng(seed).permutation(h * w)
+    return x.reshape(n, h * w, c)[:, perm].reshape(n, h, w, c)

@@ -48,7 +48,7 @@ def test_occlusion_map_of_a_model_that_reads_one_pixel():
     # "probability" of class 0 = the value of pixel (2, 3): only squares covering it change the output
     prob = lambda x: jnp.stack([x[:, 2, 3, 0], 1 - x[:, 2, 3, 0]], -1)  # noqa: E731
     img = np.ones((6, 6, 1), np.float32)
-    heat = attribution.occlusion_map(prob, img, 0, patch=2, stride=1)
+    heat = attribution.occlusion_map(prob, img, 0, patch=2, stride=1, fill=0.0)
     expected = np.zeros((5, 5))
     expected[1:3, 2:4] = 1.0  # top-left corners (r, c) with r in {1, 2} and c in {2, 3} cover (2, 3)
     np.testing.assert_allclose(heat, expected)
