@@ -40,14 +40,14 @@ def _box(ax, x: float, y: float, w: float, h: float, lines: Sequence[str], colou
                                 fc=colour, ec="#444444", lw=1))
     n = len(lines)
     for i, line in enumerate(lines):
-        ax.text(x, y + (n - 1) * 0.0125 - i * 0.025, line, ha="center", va="center", fontsize=8.5,
+        ax.text(x, y + (n - 1) * 0.0135 - i * 0.027, line, ha="center", va="center", fontsize=9,
                 fontweight="bold" if (i == 0 and bold_first) else "normal")
 
 
 def _arrow(ax, x0: float, y0: float, x1: float, y1: float, text: str = "", **kw) -> None:
     ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="-|>", color="#444444", lw=1.2, **kw))
     if text:
-        ax.text((x0 + x1) / 2 + 0.015, (y0 + y1) / 2, text, fontsize=7.5, va="center", color="#555555")
+        ax.text((x0 + x1) / 2 + 0.015, (y0 + y1) / 2, text, fontsize=9, va="center", color="#555555")
 
 
 def plot_block(table: CountTable, title: str = "", figsize: tuple[float, float] = (8, 7.5)) -> Figure:
@@ -78,18 +78,20 @@ def plot_block(table: CountTable, title: str = "", figsize: tuple[float, float] 
     ax.add_patch(Circle((xm, y_sum), 0.022, fc="white", ec="#444444", lw=1.2))
     ax.text(xm, y_sum, "+", ha="center", va="center", fontsize=13)
     # the shortcut: from the input, down the right side, into the sum
-    ax.plot([xm + 0.17, xs, xs], [y_in, y_in, y_sum + (0.06 if proj else 0)], color="#444444", lw=1.2)
+    # (with a projection the line stops at the box's edge and resumes below it, never crossing its text)
+    ax.plot([xm + 0.17, xs], [y_in, y_in], color="#444444", lw=1.2)
     if proj:
         r = proj[0]
-        yp = (y_in + y_sum) / 2
+        yp, half = (y_in + y_sum) / 2, 0.085  # half the box's height, its rounded padding included
         head, body = conv_label(r)
-        _box(ax, xs, yp, 0.31, 0.14, ["projection (W_s)", head.split("    ")[0] + ", " + head.split("    ")[1],
+        _box(ax, xs, yp, 0.31, 0.15, ["projection (W_s)", head.split("    ")[0] + ", " + head.split("    ")[1],
                                       body.split("    ")[0], "    ".join(body.split("    ")[1:]), "+ BN"],
              "#d8f0d8")
-        ax.plot([xs, xs], [y_in, yp + 0.07], color="#444444", lw=1.2)
-        ax.plot([xs, xs], [yp - 0.07, y_sum], color="#444444", lw=1.2)
+        ax.plot([xs, xs], [y_in, yp + half], color="#444444", lw=1.2)
+        ax.plot([xs, xs], [yp - half, y_sum], color="#444444", lw=1.2)
     else:
-        ax.text(xs + 0.01, (y_in + y_sum) / 2, "identity\n(no weights)", fontsize=8, va="center", ha="left")
+        ax.plot([xs, xs], [y_in, y_sum], color="#444444", lw=1.2)
+        ax.text(xs + 0.01, (y_in + y_sum) / 2, "identity\n(no weights)", fontsize=9, va="center", ha="left")
     _arrow(ax, xs, y_sum, xm + 0.024, y_sum)
     y_out = y_sum - 0.1
     _arrow(ax, xm, y_sum - 0.024, xm, y_out + 0.025, "ReLU")
@@ -119,8 +121,8 @@ def plot_shape_trace(trace: Mapping[str, Sequence[int]], title: str = "",
         c = s[-1]
         w = 0.25 + 0.12 * np.log2(c)
         ax.add_patch(FancyBboxPatch((x, 0.5 - h / 2), w, h, boxstyle="square,pad=0", fc="#cfe3f7", ec="#335577"))
-        ax.text(x + w / 2, 0.5 + max(h, 0.1) / 2 + 0.04, _shape(s), ha="center", va="bottom", fontsize=8)
-        ax.text(x + w / 2, 0.5 - max(h, 0.1) / 2 - 0.05, name, ha="center", va="top", fontsize=8.5,
+        ax.text(x + w / 2, 0.5 + max(h, 0.1) / 2 + 0.04, _shape(s), ha="center", va="bottom", fontsize=9)
+        ax.text(x + w / 2, 0.5 - max(h, 0.1) / 2 - 0.05, name, ha="center", va="top", fontsize=9,
                 fontweight="bold")
         x += w + 0.35
     ax.set_xlim(-0.2, x)

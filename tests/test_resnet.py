@@ -236,3 +236,101 @@ def test_command_line_counts_resnets(capsys):
     assert "conv4_x/2/conv2" in out and f"{table('resnet20').params_total:,} parameters" in out
     assert cli(["count", "resnet50", "--size", "100"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Notebook 04's lesson helpers (course/lessons/resnet_bottleneck.py)
+from course import training  # noqa: E402
+from course.block_diagram import plot_block  # noqa: E402
+from course.lessons import resnet_bottleneck as lesson  # noqa: E402
+
+
+def leaves(m, *filters):
+    return [np.asarray(v) for v in jax.tree.leaves(nnx.state(m, *filters))]
+
+
+def test_twins_start_identical_and_compute_plain_and_residual():
+    plain, res = lesson.twins(8, 3, (8, 8, 1), (4, 8, 16))
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(plain, nnx.Param, nnx.BatchStat),
+                                                    leaves(res, nnx.Param, nnx.BatchStat)))
+    x = jax.random.uniform(jax.random.key(4), (4, 8, 8, 1))
+    for m in (plain, res):
+        m.eval()
+    # references built independently: the plain network (no shortcuts at all) and the ResNet, from the same seed
+    ref_plain, ref_res = tiny("none", seed=3), tiny(seed=3)
+    for m in (ref_plain, ref_res):
+        m.eval()
+    np.testing.assert_allclose(forward(plain, x), forward(ref_plain, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(forward(res, x), forward(ref_res, x), rtol=1e-5, atol=1e-6)
+
+
+def test_first_step_gradients_equal_autodiff_and_leave_the_model_alone():
+    import optax
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 16).astype(np.int32)
+    tx = optax.sgd(0.05, momentum=0.9)
+    for m in lesson.twins(8, 0, (8, 8, 1), (4, 8, 16)):
+        before = leaves(m, nnx.Param, nnx.BatchStat)
+        got = lesson.first_step_grad_norms(m, x, y, tx, 0.05)
+        assert all(np.array_equal(a, b) for a, b in zip(before, leaves(m, nnx.Param, nnx.BatchStat)))
+        ref = training.layer_grad_norms(nnx.clone(m), x, y)  # jax.grad, directly
+        assert list(got) == [k for k in ref if k != "fc"]  # every conv kernel, in model order
+        np.testing.assert_allclose([got[k] for k in got], [ref[k] for k in got], rtol=1e-4)
+        assert len(lesson.main_path(got)) == 7  # conv1 + 3 stages x 1 block x 2 convs
+    with pytest.raises(ValueError, match="one label each"):
+        lesson.first_step_grad_norms(m, x, y[:3], tx, 0.05)
+
+
+def test_degradation_runs_and_their_figures():
+    import optax
+
+    from course.data import Dataset
+
+    rng = np.random.default_rng(1)
+    d = Dataset("noise", rng.uniform(size=(64, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 64).astype(np.int32),
+                rng.uniform(size=(16, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32),
+                tuple("0123456789"))
+    runs, grads = lesson.degradation_runs(d, (8,), [0, 1], widths=(4, 8, 16), epochs=2, batch=32,
+                                          tx=optax.sgd(0.05, momentum=0.9), lr=0.05)
+    assert list(runs) == ["plain-8", "ResNet-8"] and all(len(h) == 2 for h in runs.values())
+    assert all(h.epoch == [1, 2] and len(h.test_accuracy) == 2 for hs in runs.values() for h in hs)
+    assert all(g.shape == (7,) and (g > 0).all() for gs in grads.values() for g in gs)
+    assert {k: len(v.values) for k, v in lesson.final(runs, "train_accuracy").items()} == {"plain-8": 2, "ResNet-8": 2}
+    fig = lesson.plot_degradation(runs)
+    for ax in fig.axes:  # epochs are whole numbers on the axis
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    assert len(lesson.plot_grad_profiles(grads).axes) == 1
+
+
+def test_activation_memory_by_hand():
+    t = block_table(resnet.BottleneckBlock, (56, 56, 256), 64)
+    rows_ = lesson.activation_memory(t)
+    assert [r["output"] for r in rows_] == ["56x56x64"] * 4 + ["56x56x256"] * 2  # conv1, bn1, conv2, bn2, conv3, bn3
+    assert sum(r["bytes"] for r in rows_) == 4 * 2 * 56 * 56 * (64 + 64 + 256)
+    assert sum(r["params"] for r in rows_) == t.params_total
+
+
+def test_costs_drawn_on_separate_axes():
+    tabs = {"bottleneck": block_table(resnet.BottleneckBlock, (56, 56, 256), 64),
+            "basic": block_table(resnet.BasicBlock, (56, 56, 64), 64)}
+    fig = lesson.plot_block_costs(tabs)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["parameters (thousand)", "MACs per example (million)"]
+
+
+def test_shortcut_line_does_not_cross_the_projection_box():
+    from matplotlib.patches import FancyBboxPatch
+
+    fig = plot_block(block_table(resnet.BottleneckBlock, (56, 56, 256), 128, 2, stride_in_1x1=True))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box = next(p for p in ax.patches if isinstance(p, FancyBboxPatch) and p.get_facecolor()[:3] ==
+               pytest.approx((0xd8 / 255, 0xf0 / 255, 0xd8 / 255)))
+    ext = box.get_extents().transformed(ax.transData.inverted())  # the drawn box, its padding included
+    for line in ax.lines:
+        xs, ys = line.get_data()
+        for (x0, y0), (x1, y1) in zip(zip(xs, ys), list(zip(xs, ys))[1:]):
+            if x0 == x1 and ext.x0 < x0 < ext.x1:  # a vertical segment through the box's column
+                assert max(y0, y1) <= ext.y0 + 1e-6 or min(y0, y1) >= ext.y1 - 1e-6, (y0, y1, ext)
