@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from course.counting import param_count  # re-exported: the memory each strategy needs
@@ -105,31 +108,41 @@ def ewc_penalty(params: PureDict, fisher: PureDict, anchor: PureDict) -> jax.Arr
     return sum(jax.tree.leaves(terms), jnp.float32(0.0))
 
 
-def _old_model(model: nnx.Module, anchor: PureDict) -> nnx.Module:
-    """``model``'s architecture with the weights ``anchor`` (the old model, grown to the same head size)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params = jax.tree.map(lambda v: v, params)  # a fresh State: filling it leaves ``model`` untouched
-    nnx.replace_by_pure_dict(params, anchor)
-    return nnx.merge(graphdef, params, rest)
+def teacher(model: nnx.Module, params: dict) -> nnx.Module:
+    """The old model (LwF's teacher): ``model``'s architecture with the old weights ``params["anchor"]`` AND the
+    old model's own non-trainable state ``params["stats"]`` (BatchNorm running statistics), in eval mode.
+
+    Merging only the old weights into the *student's* other state would give the teacher the student's running
+    statistics and, during training, its train-mode flags: a BatchNorm teacher would normalise with the batch's
+    statistics, so its "recorded responses" would change with every batch. Li & Hoiem record the old network's
+    outputs at test-time behaviour; so does this. ``model`` (the student) is left untouched."""
+    graphdef, params_, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    params_ = jax.tree.map(lambda v: v, params_)  # fresh States: filling them leaves ``model`` untouched
+    stats = jax.tree.map(lambda v: v, stats)
+    nnx.replace_by_pure_dict(params_, params["anchor"])
+    nnx.replace_by_pure_dict(stats, params["stats"])
+    old = nnx.merge(graphdef, params_, stats, rest)
+    old.eval()  # running statistics, no dropout: the old model as it answers at test time
+    return old
 
 
 def incremental_loss(model: nnx.Module, x: jax.Array, y: jax.Array, params: dict) -> tuple[jax.Array, jax.Array]:
     """The loss of every strategy: ``(loss, logits)`` with the signature of ``course.training.fit``'s loss_fn.
 
-    loss = CE(logits, y)                                                   (softmax over ALL classes)
+    loss = CE(logits, y)                                       (softmax over ALL classes in use, ``active``)
          + alpha * KL(softmax(old(x)/T) || softmax(logits/T)) on the old classes      (LwF, Li & Hoiem eq. 2)
          + lambda / 2 * sum_i F_i (theta_i - theta*_i)^2                   (EWC, Kirkpatrick et al. eq. 3)
 
     ``params`` (traced, see :func:`loss_params`): alpha, T, lam (scalars), old_mask (C,) bool, anchor (the old
-    weights theta*, grown to C outputs, as a pure dict) and fisher (F, same structure). The old model's outputs
-    are recomputed from ``anchor`` on each batch, so no per-image targets need storing; they are constants
-    (``stop_gradient``), exactly Li & Hoiem's recorded responses Y_o. When alpha = 0 that forward pass is
-    skipped (``lax.cond``).
+    weights theta*, grown to C outputs, as a pure dict), stats (the old model's BatchNorm statistics) and fisher
+    (F, same structure as anchor). The old model's outputs are recomputed by :func:`teacher` (eval mode, its own
+    statistics) on each batch, so no per-image targets need storing; they are constants (``stop_gradient``),
+    exactly Li & Hoiem's recorded responses Y_o. When alpha = 0 that forward pass is skipped (``lax.cond``).
     """
-    logits = model(x)  # (B, C)
+    logits = jnp.where(params["active"], model(x), _MASKED)  # (B, C); outputs not yet in use are masked out
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     old_logits = jax.lax.cond(params["alpha"] > 0,
-                              lambda: jax.lax.stop_gradient(_old_model(model, params["anchor"])(x)),
+                              lambda: jax.lax.stop_gradient(teacher(model, params)(x)),
                               lambda: jnp.zeros_like(logits))  # (B, C)
     kd = distillation_loss(logits, old_logits, params["old_mask"], params["T"])
     pen = ewc_penalty(nnx.to_pure_dict(nnx.state(model, nnx.Param)), params["fisher"], params["anchor"])
@@ -137,14 +150,20 @@ def incremental_loss(model: nnx.Module, x: jax.Array, y: jax.Array, params: dict
 
 
 def loss_params(anchor_model: nnx.Module, old_classes: Sequence[int], num_classes: int, *, alpha: float = 0.0,
-                T: float = 2.0, lam: float = 0.0, fisher: PureDict | None = None) -> dict:
+                T: float = 2.0, lam: float = 0.0, fisher: PureDict | None = None,
+                active: Sequence[int] | None = None) -> dict:
     """The traced ``params`` of :func:`incremental_loss`. ``anchor_model`` is the old model grown to
-    ``num_classes`` outputs; ``fisher`` defaults to zeros (no EWC term)."""
+    ``num_classes`` outputs; ``fisher`` defaults to zeros (no EWC term); ``active`` the outputs in use (default
+    all): the others are masked out of the softmax (pre-allocated outputs of classes not seen yet)."""
     anchor = nnx.to_pure_dict(nnx.state(anchor_model, nnx.Param))
+    stats = nnx.to_pure_dict(nnx.state(anchor_model, nnx.BatchStat))  # {} for a model without BatchNorm
     if fisher is None:
         fisher = jax.tree.map(jnp.zeros_like, anchor)
+    active = range(num_classes) if active is None else active
     return {"alpha": jnp.float32(alpha), "T": jnp.float32(T), "lam": jnp.float32(lam),
-            "old_mask": jnp.asarray(class_mask(old_classes, num_classes)), "anchor": anchor, "fisher": fisher}
+            "active": jnp.asarray(class_mask(active, num_classes)),
+            "old_mask": jnp.asarray(class_mask(old_classes, num_classes)), "anchor": anchor, "stats": stats,
+            "fisher": fisher}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -269,6 +288,10 @@ class Increment:
     classes' training data (x, y) with labels in the grown label space; ``old`` the old training data: only
     :class:`Rehearsal` (a few exemplars), :class:`EWC` (to compute the Fisher before the old data is gone) and
     :class:`Joint` read it. ``build(num_classes)`` makes a fresh model (for :class:`Joint`).
+
+    In a sequence of tasks (:func:`run_sequence`) ``old`` is the task just learned, ``memory`` the exemplar
+    memory kept so far (rehearsal then reads it instead of ``old``) and ``fisher_prior`` the Fisher accumulated
+    over the earlier tasks (online EWC, Schwarz et al. 2018: the penalties of all past tasks in one quadratic).
     """
 
     old_model: nnx.Module
@@ -279,6 +302,8 @@ class Increment:
     build: Callable[[int], nnx.Module] | None = None
     seed: int = 0
     fisher_samples: int | None = None
+    memory: "ExemplarMemory | None" = None
+    fisher_prior: PureDict | None = dataclasses.field(default=None, repr=False)
     _fisher: PureDict | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -287,25 +312,71 @@ class Increment:
             raise ValueError(f"the grown head puts the old classes at outputs 0..{n_old - 1} and the new ones after "
                              f"them; got old_classes={list(self.old_classes)}, new_classes={list(self.new_classes)}. "
                              f"Relabel the data (Dataset.subset(..., relabel=True) does it per task)")
+        for name, (_, y), classes in (("new", self.new, self.new_classes), ("old", self.old, self.old_classes)):
+            stray = sorted(set(np.unique(y).tolist()) - set(int(c) for c in classes))
+            if stray:
+                hint = (f" Labels of new-only data must be indices in the GROWN label space (old classes 0..{n_old - 1},"
+                        f" new ones {n_old}..{n_old + n_new - 1}): a file that labels its own classes 0..{n_new - 1}"
+                        f" would retrain the old outputs 0..{n_new - 1}. Map them with grown_labels(y, {n_old})."
+                        if name == "new" else "")
+                raise ValueError(f"the {name} data has labels {stray} outside its classes "
+                                 f"{list(classes)}.{hint}")
+        n_out = self.outputs
+        if n_out != n_old and n_out < n_old + n_new:
+            raise ValueError(f"old_model has {n_out} outputs but old_classes lists {n_old} classes; pass the model "
+                             f"trained on exactly the old classes, or one with all {n_old + n_new} outputs allocated")
 
     @property
     def num_classes(self) -> int:
         return len(self.old_classes) + len(self.new_classes)
 
+    @property
+    def outputs(self) -> int:
+        """Outputs of the old model's head (len(old_classes), or more when outputs are pre-allocated)."""
+        head = getattr(self.old_model, "head", None)
+        return head.kernel.shape[-1] if isinstance(head, nnx.Linear) else len(self.old_classes)
+
+    @property
+    def head_size(self) -> int:
+        """Outputs of the model the strategies train: num_classes, or the pre-allocated head if larger."""
+        return max(self.num_classes, self.outputs)
+
     def grown(self) -> nnx.Module:
-        """The old model with its head grown to ``num_classes`` (new columns seeded by ``seed``)."""
+        """The old model with its head grown to ``num_classes`` (new columns seeded by ``seed``); a copy of it
+        when its head already has the outputs (pre-allocated: those of unseen classes were masked out, so they
+        still hold their random initialisation, as freshly grown ones would)."""
+        if self.outputs >= self.num_classes:
+            return nnx.clone(self.old_model)
         return expand_head(self.old_model, self.num_classes, rngs=nnx.Rngs(self.seed + 1))
 
     def fisher(self) -> PureDict:
         """The old task's diagonal Fisher (:func:`fisher_diagonal`) on the old training images, or on a random
-        ``fisher_samples`` of them (an estimate of the same expectation, cheaper). Computed once and cached:
-        EWC runs with different lambdas share it."""
+        ``fisher_samples`` of them (an estimate of the same expectation, cheaper), plus ``fisher_prior`` (zero
+        for the new outputs). Computed once and cached: EWC runs with different lambdas share it."""
         if self._fisher is None:
             x = self.old[0]
             if self.fisher_samples is not None and self.fisher_samples < len(x):
                 x = x[np.random.default_rng(self.seed).choice(len(x), self.fisher_samples, replace=False)]
-            self._fisher = fisher_diagonal(self.grown(), x, self.old_classes)
+            f = fisher_diagonal(self.grown(), x, self.old_classes)
+            if self.fisher_prior is not None:
+                f = jax.tree.map(lambda a, p: a + _pad_to(p, a.shape), f, self.fisher_prior)
+            self._fisher = f
         return self._fisher
+
+
+def _pad_to(a: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``a`` zero-padded at the end of each axis to ``shape`` (a smaller head's Fisher, grown with the head)."""
+    if any(n < m for n, m in zip(shape, a.shape)):
+        raise ValueError(f"cannot grow an array of shape {a.shape} to {shape}")
+    return jnp.pad(jnp.asarray(a), [(0, n - m) for n, m in zip(shape, a.shape)])
+
+
+def grown_labels(y_local: np.ndarray, n_old: int) -> np.ndarray:
+    """Labels 0..k-1 of a new-only dataset (its own label space) as indices in the grown head: n_old..n_old+k-1."""
+    y_local = np.asarray(y_local)
+    if y_local.size and y_local.min() < 0:
+        raise ValueError(f"labels must be non-negative class indices, got {int(y_local.min())}")
+    return (y_local + n_old).astype(np.int32)
 
 
 @dataclasses.dataclass
@@ -331,7 +402,7 @@ class Strategy:
 
     def _plan(self, inc: Increment, x, y, memory: Memory, model: nnx.Module | None = None, **weights) -> Plan:
         grown = inc.grown()
-        params = loss_params(grown, inc.old_classes, inc.num_classes, **weights)
+        params = loss_params(grown, inc.old_classes, inc.head_size, active=range(inc.num_classes), **weights)
         return Plan(grown if model is None else model, x, y, params, memory)
 
 
@@ -357,7 +428,12 @@ class Rehearsal(Strategy):
         self.name = f"rehearsal ({size})"
 
     def prepare(self, inc: Increment) -> Plan:
-        mem = ExemplarMemory(self.size, seed=inc.seed).add(*inc.old)
+        if inc.memory is not None:
+            if inc.memory.size != self.size:
+                raise ValueError(f"the increment's memory holds {inc.memory.size} exemplars, this strategy {self.size}")
+            mem = inc.memory
+        else:
+            mem = ExemplarMemory(self.size, seed=inc.seed).add(*inc.old)
         x = np.concatenate([inc.new[0], *[mem.x] * self.repeat])
         y = np.concatenate([inc.new[1], *[mem.y] * self.repeat])
         per = mem.x[0].nbytes + 4
@@ -405,7 +481,7 @@ class Joint(Strategy):
         x = np.concatenate([inc.old[0], inc.new[0]])
         y = np.concatenate([inc.old[1], inc.new[1]])
         mem = Memory(f"all {len(inc.old[0]):,} old images", inc.old[0].nbytes + 4 * len(inc.old[0]))
-        return self._plan(inc, x, y, mem, model=inc.build(inc.num_classes))
+        return self._plan(inc, x, y, mem, model=inc.build(inc.head_size))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -482,6 +558,145 @@ def format_results(results: Sequence[Result]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Between increments: the weights on disk, with the label space they answer in
+_SAVED = nnx.Any(nnx.Param, nnx.BatchStat)  # what a reloaded model needs: weights and BatchNorm statistics
+
+
+def save_weights(directory: str | Path, model: nnx.Module, classes: Sequence[str]) -> Path:
+    """Write ``model``'s weights and BatchNorm statistics (Orbax, as :mod:`course.checkpoint`) to ``directory``,
+    and beside them ``classes.json``: the label space, output i = ``classes[i]`` (and the number of outputs,
+    more than the classes when outputs are pre-allocated for classes to come). A later increment reloads both
+    (:func:`load_weights`): the class list is what new data's labels must be mapped into."""
+    directory = Path(directory).resolve()
+    n_out = model.head.kernel.shape[-1]
+    if len(classes) > n_out:
+        raise ValueError(f"the model has {n_out} outputs but {len(classes)} class names were given")
+    directory.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(directory / "weights", nnx.to_pure_dict(nnx.state(model, _SAVED)), force=True)
+    (directory / "classes.json").write_text(json.dumps({"classes": list(classes), "outputs": n_out}))
+    return directory
+
+
+def saved_classes(directory: str | Path) -> list[str]:
+    """The label space saved with the weights in ``directory``."""
+    return _label_file(directory)["classes"]
+
+
+def _label_file(directory: str | Path) -> dict:
+    path = Path(directory) / "classes.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: {directory} was not written by save_weights")
+    return json.loads(path.read_text())
+
+
+def load_weights(directory: str | Path, build: Callable[[int], nnx.Module]) -> tuple[nnx.Module, list[str]]:
+    """``(model, classes)``: a model from ``build(outputs)`` with the weights saved in ``directory``."""
+    directory = Path(directory).resolve()
+    labels = _label_file(directory)
+    classes = labels["classes"]
+    model = build(labels["outputs"])
+    state = nnx.state(model, _SAVED)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+    with ocp.StandardCheckpointer() as ckpt:
+        restored = ckpt.restore(directory / "weights", target)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(model, state)
+    return model, classes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A sequence of tasks: the accuracy matrix
+@dataclasses.dataclass
+class SequenceResult:
+    """A strategy over a sequence of T tasks. ``acc[t, j]``: class-IL test accuracy on task j's classes after
+    learning task t (argmax over every class seen so far; NaN for j > t); ``task_acc`` the same, task-IL."""
+
+    name: str
+    acc: np.ndarray       # (T, T)
+    task_acc: np.ndarray  # (T, T)
+
+    @property
+    def average(self) -> float:
+        """Mean accuracy over the T tasks after the last one (class-IL)."""
+        return float(np.mean(self.acc[-1]))
+
+    @property
+    def task_average(self) -> float:
+        return float(np.mean(self.task_acc[-1]))
+
+    @property
+    def forgetting(self) -> float:
+        """Mean over tasks 1..T-1 of (best accuracy on task j before the last task) - (accuracy after it),
+        Chaudhry et al., "Riemannian walk for incremental learning", ECCV 2018, eq. (8)."""
+        a = self.acc
+        return float(np.mean([np.nanmax(a[j:-1, j]) - a[-1, j] for j in range(len(a) - 1)]))
+
+
+def task_matrix_row(logits: np.ndarray, y: np.ndarray, tasks: Sequence[Sequence[int]], n_tasks: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Class-IL and task-IL accuracy on each of ``tasks`` (those learned so far), padded with NaN to n_tasks."""
+    row, trow = np.full(n_tasks, np.nan), np.full(n_tasks, np.nan)
+    hit = np.asarray(logits).argmax(-1) == y
+    thit = task_il_logits(logits, y, tasks).argmax(-1) == y
+    for j, task in enumerate(tasks):
+        rows = np.isin(y, task)
+        row[j], trow[j] = hit[rows].mean(), thit[rows].mean()
+    return row, trow
+
+
+def run_sequence(strategy: Strategy, tasks: Sequence[Sequence[int]], train: tuple[np.ndarray, np.ndarray],
+                 test: tuple[np.ndarray, np.ndarray], first: str | Path, build: Callable[[int], nnx.Module],
+                 workdir: str | Path, *, epochs: int, seed: int = 0, tx: optax.GradientTransformation | None = None,
+                 lr: float = 1e-3, batch_size: int = 64, fisher_samples: int | None = None) -> SequenceResult:
+    """Learn ``tasks[1:]`` one after the other with ``strategy``, starting from the model of ``tasks[0]`` saved
+    in ``first`` (:func:`save_weights`). Every increment reloads the previous model from disk, grows its head
+    by the new task's classes, trains, evaluates on the test images of every task seen so far and saves the
+    result to ``workdir/task<t>``. Labels must already be indices in the grown label space (the tasks'
+    classes in order: ``tasks`` = [[0, 1], [2, 3], ...]). A model saved with more outputs than classes
+    (pre-allocated, ``build`` ignoring its argument) is not grown: the outputs of classes not yet seen are masked
+    out of the loss and of the evaluation, which trains exactly as a grown head would and compiles one train step
+    for the whole sequence instead of one per head size.
+
+    What each strategy carries from one increment to the next, and nothing else: rehearsal its exemplar
+    memory (``size`` images shared by all classes seen, iCaRL's rule), EWC the Fisher summed over the tasks
+    (online EWC) with the latest weights as anchor, LwF the latest model as teacher of all old outputs."""
+    order = [c for task in tasks for c in task]
+    if order != list(range(len(order))):
+        raise ValueError(f"tasks must list the classes 0..{len(order) - 1} in order, got {list(map(list, tasks))}; "
+                         f"relabel the data so that task t's classes follow task t-1's")
+    x, y = train
+    xt, yt = test
+    T = len(tasks)
+    acc, task_acc = np.full((T, T), np.nan), np.full((T, T), np.nan)
+    model, classes = load_weights(first, build)
+    seen = np.isin(yt, tasks[0])
+    acc[0], task_acc[0] = task_matrix_row(predict(model, xt[seen])[:, :len(classes)], yt[seen], tasks[:1], T)
+    sel = lambda task: np.isin(y, task)  # noqa: E731
+    memory = ExemplarMemory(strategy.size, seed=seed).add(x[sel(tasks[0])], y[sel(tasks[0])]) \
+        if isinstance(strategy, Rehearsal) else None
+    fisher, previous = None, Path(first)
+    for t in range(1, T):
+        model, classes = load_weights(previous, build)  # the new data arrive: start from the saved model
+        old_classes = list(range(len(classes)))
+        inc = Increment(model, old_classes, list(tasks[t]), new=(x[sel(tasks[t])], y[sel(tasks[t])]),
+                        old=(x[sel(tasks[t - 1])], y[sel(tasks[t - 1])]), build=build, seed=seed * 100 + t,
+                        fisher_samples=fisher_samples, memory=memory, fisher_prior=fisher)
+        plan = strategy.prepare(inc)
+        fit(plan.model, (plan.x, plan.y), epochs=epochs, batch_size=batch_size, lr=lr, tx=tx, seed=seed * 100 + t,
+            loss_fn=strategy.loss, loss_params=plan.params, verbose=False)
+        seen = np.isin(yt, order[:inc.num_classes])
+        logits = predict(plan.model, xt[seen])[:, :inc.num_classes]  # the classes seen so far
+        acc[t], task_acc[t] = task_matrix_row(logits, yt[seen], tasks[:t + 1], T)
+        if isinstance(strategy, EWC):
+            fisher = inc.fisher()
+        if memory is not None:
+            memory.add(*inc.new)
+        previous = save_weights(Path(workdir) / f"task{t}", plan.model, [*classes, *map(str, tasks[t])])
+    return SequenceResult(strategy.name, acc, task_acc)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Transfer learning's tool: a smaller learning rate for the old layers (notebook 05)
 def layerwise_adam(lr_head: float, lr_body: float, head: str = "head") -> optax.GradientTransformation:
     """Adam with learning rate ``lr_head`` for the classifier ``<head>`` and ``lr_body`` for every other layer
@@ -499,4 +714,5 @@ def layerwise_adam(lr_head: float, lr_body: float, head: str = "head") -> optax.
 __all__ = ["expand_head", "param_count", "class_mask", "distillation_loss", "ewc_penalty", "incremental_loss",
            "loss_params", "fisher_diagonal", "ExemplarMemory", "Memory", "Increment", "Plan", "Strategy", "Naive",
            "Rehearsal", "LwF", "EWC", "Joint", "task_il_logits", "accuracies", "per_class_accuracy", "Result",
-           "run", "format_results", "layerwise_adam"]
+           "run", "format_results", "layerwise_adam", "teacher", "grown_labels", "save_weights", "load_weights",
+           "saved_classes", "SequenceResult", "task_matrix_row", "run_sequence"]

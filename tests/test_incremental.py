@@ -281,3 +281,100 @@ def test_run_trains_and_reports_both_scenarios():
     assert result.acc["task-IL"]["new"] == 1.0  # one new class: within its task the answer is forced
     assert len(result.history.epoch) == 2
     assert "naive" in inc.format_results([result])
+
+
+# ------------------------------------------------------------------------------------------------- issue 16
+class BNNet(nnx.Module):
+    """Linear - BatchNorm - head: a teacher that normalised with batch statistics would answer differently."""
+
+    def __init__(self, n_out: int = 2, *, rngs: nnx.Rngs):
+        self.body = nnx.Linear(3, 4, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
+        self.head = nnx.Linear(4, n_out, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.bn(self.body(x))))
+
+
+def test_lwf_teacher_uses_eval_mode_and_its_own_running_statistics():
+    old = BNNet(rngs=nnx.Rngs(0))
+    old.bn.mean[...] = jnp.array([0.5, -1.0, 2.0, 0.0])  # running statistics of the old model, not of any batch
+    old.bn.var[...] = jnp.array([4.0, 0.25, 1.0, 9.0])
+    old.eval()
+    want = np.asarray(old(jnp.asarray(X)))  # the old model at test time, (4, 2)
+    grown = inc.expand_head(old, 3, rngs=nnx.Rngs(1))
+    params = inc.loss_params(grown, [0, 1], 3, alpha=1.0)
+    student = nnx.clone(grown)
+    student.bn.mean[...] = jnp.zeros(4)  # the student's statistics have moved on, and it is in train mode
+    student.bn.var[...] = jnp.ones(4)
+    student.train()
+    got = np.asarray(inc.teacher(student, params)(jnp.asarray(X)))[:, :2]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    batch_stats = np.asarray(student(jnp.asarray(X)))[:, :2]  # what a train-mode teacher would have said
+    assert np.abs(batch_stats - want).max() > 0.1  # the test can tell the two apart
+    assert student.bn.use_running_average is False  # the student is left in train mode
+
+
+def test_new_labels_outside_the_grown_label_space_are_refused_with_the_fix():
+    old = TinyNet(3, 2, rngs=nnx.Rngs(0))
+    olddata = (X, np.array([0, 1, 0, 1], np.int32))
+    with pytest.raises(ValueError, match=r"GROWN label space.*grown_labels\(y, 2\)"):
+        inc.Increment(old, [0, 1], [2, 3], new=(X, np.array([0, 1, 0, 1], np.int32)), old=olddata)
+    np.testing.assert_array_equal(inc.grown_labels(np.array([0, 1, 1]), 2), [2, 3, 3])
+    inc.Increment(old, [0, 1], [2, 3], new=(X, inc.grown_labels(np.array([0, 1, 0, 1]), 2)), old=olddata)
+
+
+def test_save_and_load_weights_round_trip_with_the_label_space(tmp_path):
+    model = SmallCNN(1, 5, channels=(4, 8, 8), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
+    inc.save_weights(tmp_path / "m", model, list("abcde"))
+    build = lambda n: SmallCNN(1, n, channels=(4, 8, 8), rngs=nnx.Rngs(7))  # noqa: E731 other initial weights
+    assert not np.array_equal(np.asarray(build(5)(x)), np.asarray(model(x)))
+    loaded, classes = inc.load_weights(tmp_path / "m", build)
+    assert classes == list("abcde") and loaded.head.kernel.shape == (8, 5)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))  # same program: bit for bit
+    with pytest.raises(ValueError, match="5 outputs but 6 class names"):
+        inc.save_weights(tmp_path / "n", model, list("abcdef"))
+    with pytest.raises(FileNotFoundError, match="save_weights"):
+        inc.saved_classes(tmp_path / "nothing")
+
+
+def test_preallocated_outputs_are_masked_out_of_the_loss():
+    """A 3-output head used for 2 classes: the loss equals cross-entropy over the 2 active outputs only."""
+    model = TinyNet(3, 3, rngs=nnx.Rngs(0))
+    set_head(model, W_NOW, B_NOW)
+    y = np.array([0, 1, 1, 0], np.int32)
+    params = inc.loss_params(model, [], 3, active=[0, 1])
+    loss, _ = inc.incremental_loss(model, jnp.asarray(X), jnp.asarray(y), params)
+    z = X @ W_NOW + B_NOW
+    assert float(loss) == pytest.approx(np_cross_entropy(z[:, :2], y), rel=1e-5)
+    grads = nnx.grad(lambda m: inc.incremental_loss(m, jnp.asarray(X), jnp.asarray(y), params)[0])(model)
+    assert np.abs(np.asarray(grads["head"]["kernel"][...])[:, 2]).max() == 0.0  # the unused output does not move
+
+
+def test_sequence_accuracy_matrix_and_forgetting_by_hand():
+    acc = np.array([[1.0, np.nan, np.nan], [0.5, 0.9, np.nan], [0.25, 0.3, 0.8]])
+    r = inc.SequenceResult("x", acc, acc)
+    assert r.average == pytest.approx((0.25 + 0.3 + 0.8) / 3)
+    assert r.forgetting == pytest.approx(((1.0 - 0.25) + (0.9 - 0.3)) / 2)  # best before the end minus the end
+    logits = np.array([[2.0, 1.0, 0.0, 5.0], [0.0, 3.0, 1.0, 0.0], [0.0, 0.0, 1.0, 2.0]])
+    row, trow = inc.task_matrix_row(logits, np.array([0, 1, 2]), [[0, 1], [2, 3]], 3)
+    np.testing.assert_array_equal(row[:2], [0.5, 0.0])   # class-IL: image 0 is called 3
+    np.testing.assert_array_equal(trow[:2], [1.0, 0.0])  # task-IL: within {0, 1} it is a 0; image 2 still a 3
+    assert np.isnan(row[2])
+
+
+def test_run_sequence_reloads_trains_and_fills_the_lower_triangle(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 16).astype(np.int32)
+    x = (rng.normal(size=(64, 3)) + 3 * np.eye(3)[y % 3] * (1 + (y // 3))[:, None]).astype(np.float32)
+    build = lambda n: TinyNet(3, n, rngs=nnx.Rngs(0))  # noqa: E731
+    first = build(2)
+    inc.save_weights(tmp_path / "t0", first, ["a", "b"])
+    res = inc.run_sequence(inc.Rehearsal(4), [[0, 1], [2, 3]], (x, y), (x, y), tmp_path / "t0", build,
+                           tmp_path / "run", epochs=2, batch_size=8, tx=optax.adam(0.05))
+    assert res.acc.shape == (2, 2) and np.isnan(res.acc[0, 1]) and not np.isnan(res.acc[1]).any()
+    assert inc.saved_classes(tmp_path / "run" / "task1") == ["a", "b", "2", "3"]
+    with pytest.raises(ValueError, match="in order"):
+        inc.run_sequence(inc.Naive(), [[2, 3], [0, 1]], (x, y), (x, y), tmp_path / "t0", build, tmp_path / "r2",
+                         epochs=1)
