@@ -4,7 +4,12 @@ Transfer learning needs a network that was trained on something else. The course
 :class:`course.models.simple.SmallCNN` on the base classes of an embedded dataset (by default the real
 handwritten digits 0-4 on a 16x16 canvas); the *new task* is the other classes (digits 5-9), which the
 extractor never saw. Training is deterministic given the :class:`ExtractorConfig` (initial weights from its
-seed, batch order from ``seed + epoch``).
+seed, batch order from ``seed + epoch``, augmented copies from ``seed``).
+
+With ``copies`` > 1 (or a nonzero ``max_shift`` / ``max_angle``) the extractor learns from ``copies`` randomly
+shifted and rotated copies of every base image (:func:`jitter`), drawn once from the config's seed: a fixed,
+deterministic augmented set, so the trained weights are still a function of the config. A source task that
+brings such invariances is what makes transfer to a few labelled target images pay (notebook 05, section 6).
 
 Trained weights are cached in ``course.cache_dir() / "extractors"`` through the store of
 :mod:`course.features`: ``<config.name>.npz`` holds the flattened ``nnx.State``, ``<config.name>.json`` the key
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import numpy as np
 from flax import nnx
 
 import course
@@ -29,7 +35,7 @@ from course.features import entry_paths, flat_state, load_entry, save_entry, wei
 from course.models import build
 from course.training import evaluate, fit
 
-CODE_VERSION = "extractor-v1"  # bump when the training code changes what a config produces
+CODE_VERSION = "extractor-v2"  # bump when the training code changes what a config produces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +52,14 @@ class ExtractorConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
+    max_shift: int = 0       # augmented copies: whole-pixel shifts in [-max_shift, max_shift] on each axis
+    max_angle: float = 0.0   # and rotations in [-max_angle, max_angle] degrees
+    copies: int = 1          # how many augmented copies of each base image (1 with no jitter: the plain images)
 
     def __post_init__(self):
+        if self.copies < 1 or self.max_shift < 0 or self.max_angle < 0:
+            raise ValueError(f"copies={self.copies}, max_shift={self.max_shift}, max_angle={self.max_angle}: use "
+                             "copies >= 1 and non-negative jitter")
         if self.dataset not in ("digits", "shapes"):
             raise ValueError(f"dataset={self.dataset!r}; use 'digits' or 'shapes'")
         n = 10 if self.dataset == "digits" else len(data.SHAPE_CLASSES)
@@ -57,8 +69,16 @@ class ExtractorConfig:
 
     @property
     def name(self) -> str:
-        """The cache entry's name: model, data and base classes (other settings live in the key)."""
-        return f"{self.model}-{self.dataset}{self.canvas}-base{''.join(map(str, self.base_classes))}"
+        """The cache entry's name: model, data, base classes, then the seed and the augmentation when they are
+        not the defaults (so several seeds share a directory); other settings live in the key."""
+        name = f"{self.model}-{self.dataset}{self.canvas}-base{''.join(map(str, self.base_classes))}"
+        if self.augmented:
+            name += f"-jitter{self.max_shift}px{self.max_angle:g}degx{self.copies}"
+        return name + (f"-seed{self.seed}" if self.seed else "")
+
+    @property
+    def augmented(self) -> bool:
+        return self.copies > 1 or self.max_shift > 0 or self.max_angle > 0
 
     @property
     def new_classes(self) -> tuple[int, ...]:
@@ -77,12 +97,42 @@ class ExtractorConfig:
         return data.shapes(size=self.canvas, seed=self.seed)
 
     def base_dataset(self) -> data.Dataset:
-        """The base classes, relabelled 0..len(base_classes)-1: what the extractor is trained on."""
+        """The base classes, relabelled 0..len(base_classes)-1 (the test split plain, never augmented)."""
         return self._full().subset(self.base_classes, relabel=True)
+
+    def training_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the extractor is trained on: the base training images, or ``copies`` jittered copies of them
+        (``(copies * N, H, W, 1)``, drawn from ``seed``) with their labels tiled."""
+        ds = self.base_dataset()
+        if not self.augmented:
+            return ds.x_train, ds.y_train
+        rng = np.random.default_rng([self.seed, 1])
+        x = np.concatenate([jitter(ds.x_train, rng, self.max_shift, self.max_angle) for _ in range(self.copies)])
+        return x, np.tile(ds.y_train, self.copies)
 
     def new_dataset(self) -> data.Dataset:
         """The other classes, relabelled 0..len(new_classes)-1: the new task."""
         return self._full().subset(self.new_classes, relabel=True)
+
+
+def jitter(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, max_angle: float = 15.0) -> np.ndarray:
+    """Each (H, W, 1) image of ``x`` (N, H, W, 1) rotated about its centre by its own angle drawn uniformly from
+    [-max_angle, max_angle] degrees (bilinear, zero fill), then shifted by whole pixels drawn uniformly from
+    [-max_shift, max_shift] on each axis (zero fill, nothing wraps). Deterministic given ``rng``'s state."""
+    from scipy import ndimage
+
+    x = np.asarray(x, np.float32)
+    if x.ndim != 4 or x.shape[-1] != 1:
+        raise ValueError(f"jitter expects (N, H, W, 1) images, got shape {x.shape}")
+    n = len(x)
+    angles = rng.uniform(-max_angle, max_angle, n)
+    shifts = rng.integers(-max_shift, max_shift + 1, (n, 2))  # (dy, dx) per image
+    out = np.empty_like(x)
+    for i in range(n):
+        img = ndimage.rotate(x[i, :, :, 0], angles[i], reshape=False, order=1, mode="constant") \
+            if max_angle > 0 else x[i, :, :, 0]
+        out[i, :, :, 0] = data.shift_images(img[None, :, :, None], int(shifts[i, 1]), int(shifts[i, 0]))[0, :, :, 0]
+    return out
 
 
 class Extractor(NamedTuple):
@@ -101,7 +151,7 @@ def train_extractor(cfg: ExtractorConfig) -> tuple[nnx.Module, float]:
     """Train ``cfg.model`` on the base classes (deterministic); returns (model, base test accuracy)."""
     ds = cfg.base_dataset()
     model = build(cfg.model, seed=cfg.seed, num_classes=len(cfg.base_classes), input_shape=ds.input_shape)
-    fit(model, (ds.x_train, ds.y_train), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+    fit(model, cfg.training_images(), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         verbose=False)
     return model, evaluate(model, ds.x_test, ds.y_test)["accuracy"]
 
@@ -146,8 +196,9 @@ def load_extractor(cfg: ExtractorConfig = ExtractorConfig(), directory: str | Pa
         why = {"miss": "not in the cache", "stale": f"the cached entry is stale ({found.reason})",
                "corrupt": f"the cached entry is CORRUPT ({found.reason})"}[found.status]
         again = "" if found.status == "miss" else " again"
+        aug = f", {cfg.copies} jittered copies of each image" if cfg.augmented else ""
         print(f"extractor {cfg.name}: {why}; training it{again} ({cfg.epochs} epochs on {len(cfg.base_classes)} "
-              "base classes) and saving it", flush=True)
+              f"base classes{aug}) and saving it", flush=True)
     model, acc = train_extractor(cfg)
     save_entry(stem, flat_state(model), {"key": key, "config": dataclasses.asdict(cfg), "code": CODE_VERSION,
                                          "base_accuracy": acc})

@@ -12,6 +12,14 @@ with a smaller learning rate for the pretrained layers, and the from-scratch bas
   fine-tuning"). :func:`finetune_tx` builds the two-learning-rate optimizer with ``optax.multi_transform``,
   labelling every parameter by its path in the NNX state (:func:`param_labels`); learning rate 0 freezes a part.
   Training from scratch is the same optimizer with equal rates on a freshly initialised network.
+* A *converged* probe (:func:`converged_probe`): the same standardise-then-linear model fitted to convergence by
+  L-BFGS (scikit-learn's multinomial logistic regression, L2 penalty ``C``). A probe trained for a few epochs of
+  Adam is still improving, and comparing an unfinished probe with fine-tuning compares budgets, not features.
+* How many directions the features use (:func:`participation_ratio`, :func:`dead_units`): Yosinski et al.'s
+  "specificity" made measurable. The participation ratio of the eigenvalues of the features' correlation matrix
+  is ``(sum l)^2 / sum l^2``: 1 when one direction holds all the variance, D when D directions share it equally
+  (Gao et al., "A theory of multineuronal dimensionality...", 2017). Correlation, not covariance, because the
+  probe standardises every feature first.
 """
 from __future__ import annotations
 
@@ -129,6 +137,57 @@ def two_rate_optimizer(model: nnx.Module, tx: optax.GradientTransformation, head
     return set_learning_rates(nnx.Optimizer(model, tx, wrt=nnx.Param), head, pretrained)
 
 
+def converged_probe(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
+                    C: float = 1.0) -> float:
+    """Test accuracy of a linear probe run to convergence: features standardised with the training features'
+    mean and sd (what :class:`LinearProbe`'s BatchNorm does), then multinomial logistic regression fitted by
+    L-BFGS (scikit-learn, L2 penalty ``C``, at most 5,000 iterations). Deterministic: no random state."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    if len(f_train) != len(y_train) or len(f_test) != len(y_test):
+        raise ValueError(f"features and labels differ in length: train {len(f_train)} vs {len(y_train)}, "
+                         f"test {len(f_test)} vs {len(y_test)}")
+    scaler = StandardScaler().fit(f_train)
+    clf = LogisticRegression(C=C, max_iter=5000).fit(scaler.transform(f_train), y_train)
+    return float(clf.score(scaler.transform(f_test), y_test))
+
+
+def dead_units(f: np.ndarray, tol: float = 1e-6) -> int:
+    """How many of the D features of ``f`` (N, D) are constant over the N images (sd <= ``tol``): ReLU units that
+    never fire on these images carry nothing for a probe."""
+    return int((np.asarray(f).std(axis=0) <= tol).sum())
+
+
+def correlation_spectrum(f: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Eigenvalues, largest first, of the correlation matrix of the live (non-constant) features of ``f`` (N, D):
+    the variance of the standardised features along each principal direction (they sum to the live count)."""
+    f = np.asarray(f, np.float64)
+    live = f.std(axis=0) > tol
+    if live.sum() < 2:
+        raise ValueError(f"only {int(live.sum())} of {f.shape[1]} features vary over these images; "
+                         "a spectrum needs at least 2")
+    return np.linalg.eigvalsh(np.corrcoef(f[:, live].T))[::-1].clip(min=0)
+
+
+def participation_ratio(f: np.ndarray) -> float:
+    """``(sum l)^2 / sum l^2`` over :func:`correlation_spectrum`: the effective number of directions the
+    standardised features of ``f`` (N, D) spread over, between 1 and the number of live features."""
+    ev = correlation_spectrum(f)
+    return float(ev.sum() ** 2 / (ev ** 2).sum())
+
+
+def restandardised(probe: LinearProbe, f: np.ndarray) -> LinearProbe:
+    """A copy of ``probe`` whose BatchNorm statistics are re-estimated on the (unlabelled) features ``f`` (N, D):
+    mean and variance replaced, the trained linear layer untouched. The fix for features whose scale shifted
+    (e.g. the same network on a larger canvas, where the global pool averages more background)."""
+    new = nnx.clone(probe)
+    f = np.asarray(f, np.float32)
+    new.norm.mean[...] = f.mean(axis=0)
+    new.norm.var[...] = f.var(axis=0)
+    return new
+
+
 def count_params(model: nnx.Module, head: str | None = None) -> int:
     """Number of parameters of ``model`` (or of its attribute ``head`` only)."""
     return counting.param_count(getattr(model, head) if head else model)
@@ -146,7 +205,8 @@ def plot_pipeline(feature_dim: int = 64, input_label: str = "image\n16x16x1", fr
     frozen_label = frozen_label or "frozen layers\nconv-pool-conv-pool-conv-avgpool\n(trained on digits 0-4)"
     boxes = [(0.2, input_label, "#dddddd"), (2.3, frozen_label, "#a6c8e8"),
              (5.2, f"bottleneck\nfeatures\n({feature_dim} numbers)", "#f5d28c"),
-             (7.6, f"new last layer\nLinear({feature_dim}->{num_classes})\n(trained)", "#9fd89f")]
+             (7.6, f"new last layer\nBatchNorm (no scale, shift)\n+ Linear({feature_dim}->{num_classes})\n(trained)",
+              "#9fd89f")]
     widths = [1.6, 2.4, 1.9, 2.2]
     for (x, label, color), w in zip(boxes, widths):
         ax.add_patch(FancyBboxPatch((x, 1.3), w, 1.3, boxstyle="round,pad=0.05", fc=color, ec="k"))
