@@ -271,14 +271,14 @@ def block_rms(grads: Mapping[str, np.ndarray], model: GoogLeNet) -> dict[str, fl
 
 # ----------------------------------------------------------------------------------------------------------
 # Figures
-def plot_network(model: GoogLeNet, figsize: tuple[float, float] = (11, 3.6)) -> Figure:
+def plot_network(model: GoogLeNet, figsize: tuple[float, float] = (12, 3.4)) -> Figure:
     """GoogLeNet drawn from its own layout, input on the left: one box per stem convolution, pool, LRN and
     Inception row, the main classifier at the end, and each auxiliary head branching off the row it reads,
     every classifier ending in its softmax. Nothing is typed in: boxes come from ``model.layout`` and
     ``model.aux_heads()``."""
     fig, ax = plt.subplots(figsize=figsize)
     heads = model.aux_heads()
-    x, y0, w, h = 0.0, 0.0, 0.82, 0.9
+    x, y0, w, h = 0.0, 0.0, 0.9, 0.9
     colour = {ConvSpec: "#9ecae1", PoolSpec: "#d9d9d9", LRNSpec: "#f0f0f0", InceptionRow: "#fdae6b"}
 
     def box(xc, yc, text, fc, fontsize=9):
@@ -300,20 +300,22 @@ def plot_network(model: GoogLeNet, figsize: tuple[float, float] = (11, 3.6)) -> 
         box(x, y0, label(item), colour[type(item)])
         if isinstance(item, InceptionRow) and item.name in heads:
             i = model.aux_after.index(item.name) + 1
-            ax.annotate("", (x, y0 + 1.3 - h / 2), (x, y0 + h / 2), arrowprops=dict(arrowstyle="->", lw=1))
+            ax.annotate("", (x, y0 + 1.8 - h / 2), (x, y0 + h / 2), arrowprops=dict(arrowstyle="->", lw=1))
             box(x, y0 + 1.8, f"aux{i}\nhead", "#c7e9c0")
             box(x, y0 + 3.0, f"softmax\n{i}", "#fcbba1")
-            ax.annotate("", (x, y0 + 2.55), (x, y0 + 2.25), arrowprops=dict(arrowstyle="->", lw=1))
+            ax.annotate("", (x, y0 + 3.0 - h / 2), (x, y0 + 1.8 + h / 2), arrowprops=dict(arrowstyle="->", lw=1))
         ax.annotate("", (x + 1 - w / 2, y0), (x + w / 2, y0), arrowprops=dict(arrowstyle="->", lw=0.8))
         x += 1
-    box(x, y0, "avg pool\nfc", "#c7e9c0")
-    ax.annotate("", (x + 1 - w / 2, y0), (x + w / 2, y0), arrowprops=dict(arrowstyle="->", lw=0.8))
-    box(x + 1, y0, "softmax\n0 (main)", "#fcbba1")
-    ax.set_xlim(-0.6, x + 1.6)
+    for text, fc in (("avg\npool", colour[PoolSpec]), ("fc", "#c7e9c0")):
+        box(x, y0, text, fc)
+        ax.annotate("", (x + 1 - w / 2, y0), (x + w / 2, y0), arrowprops=dict(arrowstyle="->", lw=0.8))
+        x += 1
+    box(x, y0, "softmax\n0", "#fcbba1")
+    ax.set_xlim(-0.6, x + 0.6)
     ax.set_ylim(-0.8, 3.7)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(f"{len(heads) + 1} softmax outputs: the main one, and an auxiliary head after "
+    ax.set_title(f"{len(heads) + 1} softmax outputs: the main one (0), and one per auxiliary head, after "
                  f"{' and '.join(heads)} (training only)", fontsize=11)
     fig.tight_layout()
     return fig
@@ -351,12 +353,12 @@ def plot_bands(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]
     for ax, (title, curves) in zip(axes[0], panels.items()):
         for name, (mean, sd) in curves.items():
             ep = np.arange(1, len(mean) + 1)
-            ax.plot(ep, mean, marker="o", ms=4, label=name)
-            ax.fill_between(ep, mean - sd, mean + sd, alpha=0.2)
+            line, = ax.plot(ep, mean, marker="o", ms=4, label=name)
+            ax.fill_between(ep, mean - sd, mean + sd, alpha=0.2, color=line.get_color())
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("epoch", fontsize=10)
         ax.set_ylabel(ylabel.get(title, ""), fontsize=10)
-        ax.set_xticks(ep)
+        ax.set_xticks(np.arange(1, max(len(m) for m, _ in curves.values()) + 1))
         if title in log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
