@@ -16,7 +16,7 @@ NBVAL := $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-wi
 # and must reproduce their stored outputs within the tolerances their cells declare, with every assert holding.
 # A notebook joins this list once its lessons rest on several seeds (README, "Writing or changing a notebook").
 SEED_CHECKED := notebooks/02_bottleneck_1x1.ipynb notebooks/03_auxiliary_classifiers.ipynb \
-                notebooks/04_resnet_bottleneck.ipynb \
+                notebooks/04_resnet_bottleneck.ipynb notebooks/06_incremental_learning.ipynb \
                 notebooks/07_training_at_scale.ipynb
 OTHER_SEED ?= 1
 SEED_DIR := build/seed$(OTHER_SEED)
