@@ -15,7 +15,8 @@ NBVAL := $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-wi
 # The second pass: these notebooks run again at SEED=$(OTHER_SEED) (papermill injects it after the parameters cell)
 # and must reproduce their stored outputs within the tolerances their cells declare, with every assert holding.
 # A notebook joins this list once its lessons rest on several seeds (README, "Writing or changing a notebook").
-SEED_CHECKED := notebooks/02_bottleneck_1x1.ipynb notebooks/03_auxiliary_classifiers.ipynb \
+SEED_CHECKED := notebooks/01_why_convnets_work.ipynb notebooks/02_bottleneck_1x1.ipynb \
+                notebooks/03_auxiliary_classifiers.ipynb \
                 notebooks/04_resnet_bottleneck.ipynb notebooks/06_incremental_learning.ipynb \
                 notebooks/07_training_at_scale.ipynb
 OTHER_SEED ?= 1

@@ -34,7 +34,7 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: in
         else:
             ax.imshow(img, cmap=cmap if img.ndim == 2 else None)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(titles[i], fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -69,7 +69,7 @@ def plot_feature_maps(maps: Mapping[str, np.ndarray], image: np.ndarray | None =
             if extra and c == 0:
                 if r == 0:
                     ax.imshow(np.clip(image.squeeze(), 0, 1), cmap="gray" if image.shape[-1] == 1 else None)
-                    ax.set_title("input", fontsize=8)
+                    ax.set_title("input", fontsize=9)
                 else:
                     ax.axis("off")
                 continue
@@ -77,7 +77,7 @@ def plot_feature_maps(maps: Mapping[str, np.ndarray], image: np.ndarray | None =
             if k < a.shape[-1]:
                 ax.imshow(a[..., k], cmap="viridis")
             if k == 0:
-                ax.set_ylabel(f"{name}\n{'x'.join(map(str, a.shape))}", fontsize=8)
+                ax.set_ylabel(f"{name}\n{'x'.join(map(str, a.shape))}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -92,7 +92,7 @@ def plot_curves(histories: Mapping[str, object], metrics: Sequence[str] = ("trai
         ax.set_xlabel("epoch")
         ax.set_title(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -111,7 +111,7 @@ def plot_layer_norms(series: Mapping[str, Mapping[str, float]], title: str = "gr
     ax.set_xlabel("layer (input side on the left)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -132,7 +132,7 @@ def bar_compare(values: Mapping[str, Mapping[str, float]], ylabel: str = "", tit
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
@@ -150,7 +150,7 @@ def plot_xy(xs: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: 
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
