@@ -17,7 +17,8 @@ NBVAL := $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-wi
 # A notebook joins this list once its lessons rest on several seeds (README, "Writing or changing a notebook").
 SEED_CHECKED := notebooks/01_why_convnets_work.ipynb notebooks/02_bottleneck_1x1.ipynb \
                 notebooks/03_auxiliary_classifiers.ipynb \
-                notebooks/04_resnet_bottleneck.ipynb notebooks/06_incremental_learning.ipynb \
+                notebooks/04_resnet_bottleneck.ipynb notebooks/05_bottleneck_features.ipynb \
+                notebooks/06_incremental_learning.ipynb \
                 notebooks/07_training_at_scale.ipynb
 OTHER_SEED ?= 1
 SEED_DIR := build/seed$(OTHER_SEED)
@@ -83,7 +84,7 @@ bench-gpu: setup
 	cat build/bench-gpu.jsonl
 
 slides students site map: setup
-	$(BIN)/python -m course.classroom $@
+	$(BIN)/python -m tools.classroom $@
 
 # Chromium and its driver from Debian's packages, for the test that opens the built site in a real browser.
 # Installed when missing and this is root with apt-get (CI); otherwise the browser test is skipped, saying so.

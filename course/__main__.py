@@ -54,9 +54,9 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-    from course import runs
+    from course import train_command
 
-    runs.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
+    train_command.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
                    lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                    devices=args.devices)
     return 0

@@ -6,7 +6,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from course import classroom
+from tools import classroom
 
 matplotlib.use("Agg")
 PATHS = classroom.notebook_paths()
@@ -45,7 +45,7 @@ def test_notebook_opens_with_goals_and_closes_with_summary_and_exercises(path):
 def test_every_cell_carries_slide_metadata(path):
     nb = load(path)
     assert all("slide_type" in c.metadata.get("slideshow", {}) for c in nb.cells), \
-        "run `python -m course.classroom tag`"
+        "run `python -m tools.classroom tag`"
     assert nb.cells[0].metadata.slideshow.slide_type == "slide"
 
 

@@ -241,7 +241,7 @@ def test_command_line_counts_resnets(capsys):
 # ----------------------------------------------------------------------------------------------------------
 # Notebook 04's lesson helpers (course/lessons/resnet_bottleneck.py)
 from course import training  # noqa: E402
-from course.block_diagram import plot_block  # noqa: E402
+from course.lessons.resnet_bottleneck import plot_block  # noqa: E402
 from course.lessons import resnet_bottleneck as lesson  # noqa: E402
 
 

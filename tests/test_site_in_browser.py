@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import nbformat
 import pytest
 
-from course import classroom
+from tools import classroom
 
 CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from course import checkpoint, data, models, runs, training
+from course import checkpoint, data, models, train_command, training
 from course.__main__ import main
 
 
@@ -19,10 +19,10 @@ def params(model):
 
 
 def test_resume_continues_exactly(tmp_path, capsys):
-    straight = runs.train_run("small_cnn", "digits", epochs=3, seed=1, verbose=False)
-    runs.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False)
+    straight = train_command.train_run("small_cnn", "digits", epochs=3, seed=1, verbose=False)
+    train_command.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False)
     assert checkpoint.latest_epoch(tmp_path) == 2
-    resumed = runs.train_run("small_cnn", "digits", epochs=3, seed=1, checkpoint_dir=tmp_path, resume=True,
+    resumed = train_command.train_run("small_cnn", "digits", epochs=3, seed=1, checkpoint_dir=tmp_path, resume=True,
                              verbose=False)
     assert resumed.epoch == [3]
     assert resumed.train_loss == straight.train_loss[-1:] and resumed.test_accuracy == straight.test_accuracy[-1:]
@@ -62,7 +62,7 @@ def test_checkpoint_restores_batch_stats_rng_and_optimizer(tmp_path):
 
 
 def test_bfloat16_mixed_precision_trains(capsys):
-    h = runs.train_run("small_cnn", "digits", epochs=3, dtype="bfloat16", lr=3e-3, verbose=False)
+    h = train_command.train_run("small_cnn", "digits", epochs=3, dtype="bfloat16", lr=3e-3, verbose=False)
     assert np.isfinite(h.train_loss).all() and h.train_loss[-1] < h.train_loss[0]
     assert h.test_accuracy[-1] > 0.3
 
@@ -147,7 +147,7 @@ def _corrupt(step_dir):
 
 
 def test_a_corrupt_latest_checkpoint_is_named_and_the_previous_one_used(tmp_path):
-    runs.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False, progress=False)
+    train_command.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False, progress=False)
     _corrupt(tmp_path / "2")
     m = models.build("small_cnn", seed=5)
     opt = training.make_optimizer(m, 1e-3)

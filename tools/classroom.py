@@ -8,12 +8,12 @@ Each notebook describes itself in its metadata, under ``metadata["course"]``::
 and tags its exercise prompts ``exercise`` and their folded solutions ``solution``. Everything here is derived
 from that: nothing about the course's structure is written twice.
 
-    python -m course.classroom slides   build/slides/NN_topic.slides.html (reveal.js, via nbconvert)
-    python -m course.classroom students build/students/NN_topic.ipynb (solutions removed)
-    python -m course.classroom site     build/site/index.html + one page per notebook, with stored outputs and
+    python -m tools.classroom slides   build/slides/NN_topic.slides.html (reveal.js, via nbconvert)
+    python -m tools.classroom students build/students/NN_topic.ipynb (solutions removed)
+    python -m tools.classroom site     build/site/index.html + one page per notebook, with stored outputs and
                                         links between them; opens offline (MathJax etc. in build/site/vendor)
-    python -m course.classroom map      docs/course_map.png (the README's course map)
-    python -m course.classroom tag      (re)write slide metadata into the notebooks themselves
+    python -m tools.classroom map      docs/course_map.png (the README's course map)
+    python -m tools.classroom tag      (re)write slide metadata into the notebooks themselves
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ _OUR_TEMPLATES = {"extra_template_basedirs": [str(TEMPLATES)], "extra_template_p
 
 
 def _copy_vendor(out: Path, names: tuple[str, ...] | None = None) -> None:
-    """``course/static/vendor`` (or only ``names`` in it) to ``out/vendor``, where the pages find it."""
+    """``tools/static/vendor`` (or only ``names`` in it) to ``out/vendor``, where the pages find it."""
     import shutil
 
     if names is None:
@@ -183,7 +183,7 @@ def site_nav(items: list[NotebookInfo], k: int) -> dict:
 def build_site(out: Path, items: list[NotebookInfo]) -> list[Path]:
     """index.html (course map + one card per notebook) and one HTML page per notebook with its stored outputs,
     each with links to the index and to the previous and next notebooks. Opens offline: the pages load MathJax 3
-    and require.js from ``vendor/`` beside them (template ``course/static/templates/course_lab``), nothing from
+    and require.js from ``vendor/`` beside them (template ``tools/static/templates/course_lab``), nothing from
     the internet."""
     from nbconvert import HTMLExporter
 
@@ -213,8 +213,8 @@ def build_site(out: Path, items: list[NotebookInfo]) -> list[Path]:
 
 def build_slides(out: Path, items: list[NotebookInfo]) -> list[Path]:
     """reveal.js decks with the stored outputs (what ``jupyter nbconvert --to slides`` makes), which open offline:
-    reveal.js, require.js, jQuery and MathJax 3 are copied beside them from ``course/static/vendor`` instead of a
-    CDN (template ``course/static/templates/course_reveal``)."""
+    reveal.js, require.js, jQuery and MathJax 3 are copied beside them from ``tools/static/vendor`` instead of a
+    CDN (template ``tools/static/templates/course_reveal``)."""
     from nbconvert import SlidesExporter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ def build_slides(out: Path, items: list[NotebookInfo]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m course.classroom", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.classroom", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("slides", "students", "site", "map", "tag"))
     p.add_argument("--out", type=Path, help="output directory (default: build/<command>, or docs/ for map)")
