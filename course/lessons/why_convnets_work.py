@@ -85,15 +85,20 @@ def curves_over_seeds(xs: Sequence[float], curves: Mapping[str, Sequence[Sequenc
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
     ax.set_xticks(list(xs))
     ax.set_xlabel(xlabel, fontsize=FONT)
+    _accuracy_axes(ax, ylabel, title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _accuracy_axes(ax, ylabel: str, title: str) -> None:
+    """The y axis of an accuracy plot (0 to 1), projector-sized labels and the title."""
     ax.set_ylabel(ylabel, fontsize=FONT)
     ax.set_ylim(0, 1)
     ax.tick_params(labelsize=FONT)
     if title:
         ax.set_title(title, fontsize=FONT + 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
-    fig.tight_layout()
-    return fig
 
 
 def bars_over_seeds(values: Mapping[str, Mapping[str, Spread]], ylabel: str, title: str = "",
@@ -115,11 +120,7 @@ def bars_over_seeds(values: Mapping[str, Mapping[str, Spread]], ylabel: str, tit
         ax.axhline(chance, color="grey", ls=":", lw=1)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, fontsize=FONT)
-    ax.set_ylabel(ylabel, fontsize=FONT)
-    ax.set_ylim(0, 1)
-    ax.tick_params(labelsize=FONT)
-    if title:
-        ax.set_title(title, fontsize=FONT + 1)
+    _accuracy_axes(ax, ylabel, title)
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
