@@ -59,10 +59,12 @@ def over_seeds(run: Callable[[int], float | Mapping[str, float]], seeds: list[in
     return Spread(tuple(float(r) for r in results))
 
 
-def stack(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation, per epoch, of one curve per seed: ``(mean (E,), sd (E,))``."""
-    a = np.asarray(curves, dtype=float)  # (seeds, E)
-    return a.mean(0), (a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1]))
+def stack(curves) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation over seeds (axis 0) of one array per seed, e.g. one curve per seed:
+    ``(seeds, E) -> (mean (E,), sd (E,))``; any trailing shape works (``(seeds, T, T)`` accuracy matrices). With a
+    single seed the sd is 0."""
+    a = np.asarray(curves, dtype=float)  # (seeds, ...)
+    return a.mean(0), (a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1:]))
 
 
 def margin_holds(a: Spread, b: Spread) -> bool:

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from course import data, training, transfer
 from course.extractor import jitter
-from course.seeds import Spread
+from course.seeds import Spread, stack
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -137,8 +137,7 @@ def plot_spectra(spectra: Mapping[str, Sequence[np.ndarray]], top: int = 20, fig
     mean over seeds as a line, ± one sample sd as a band; log scale."""
     fig, ax = plt.subplots(figsize=figsize)
     for name, evs in spectra.items():
-        a = np.stack([e[:top] for e in evs])  # (seeds, top)
-        mean, sd = a.mean(0), a.std(0, ddof=1)
+        mean, sd = stack([e[:top] for e in evs])  # (top,) each
         ranks = np.arange(1, top + 1)
         ax.plot(ranks, mean, marker="o", ms=3, label=name)
         ax.fill_between(ranks, np.maximum(mean - sd, 1e-3), mean + sd, alpha=0.25)

@@ -22,7 +22,7 @@ from flax import nnx
 
 from course import incremental as inc
 from course.data import Dataset
-from course.seeds import Spread
+from course.seeds import Spread, stack
 from course.training import fit, predict
 
 SCENARIOS = ("class-IL", "task-IL")
@@ -88,8 +88,7 @@ def first_task(build: Callable[[int, int], nnx.Module], data: Dataset, tasks: Se
 
 def matrix_spread(results: Sequence[inc.SequenceResult], task_il: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample sd over seeds of the (T, T) accuracy matrices."""
-    a = np.stack([r.task_acc if task_il else r.acc for r in results])  # (seeds, T, T)
-    return a.mean(0), a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1:])
+    return stack([r.task_acc if task_il else r.acc for r in results])  # (seeds, T, T) -> (T, T) each
 
 
 def format_sequence_table(results: Mapping[str, Sequence[inc.SequenceResult]],

@@ -154,9 +154,8 @@ def plot_grad_profiles(grads: Mapping[str, Sequence[np.ndarray]], figsize: tuple
     geometric mean over seeds as a line and its ± one sd (of the log) as a band."""
     fig, ax = plt.subplots(figsize=figsize)
     for name, runs in grads.items():
-        logs = np.log10(np.stack(runs))  # (seeds, layers)
-        mean, sd = logs.mean(0), (logs.std(0, ddof=1) if len(logs) > 1 else np.zeros(logs.shape[1]))
-        layer = np.arange(1, logs.shape[1] + 1)
+        mean, sd = seeds_mod.stack(np.log10(np.stack(runs)))  # (layers,) each, of the log
+        layer = np.arange(1, len(mean) + 1)
         ax.plot(layer, 10 ** mean, marker="o", ms=3, label=name, **_style(name))
         ax.fill_between(layer, 10 ** (mean - sd), 10 ** (mean + sd), color=_style(name)["color"], alpha=0.15, lw=0)
     ax.set_yscale("log")

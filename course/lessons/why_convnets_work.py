@@ -21,7 +21,7 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from course import attribution, data, models, training
-from course.seeds import Spread
+from course.seeds import Spread, stack
 
 FONT = 10  # points: every label of every figure here is at least this size at the stored figure size
 
@@ -78,9 +78,8 @@ def curves_over_seeds(xs: Sequence[float], curves: Mapping[str, Sequence[Sequenc
     curves (one per seed), each with one value per x."""
     fig, ax = plt.subplots(figsize=figsize)
     for name, cs in curves.items():
-        a = np.asarray(cs, float)  # (seeds, len(xs))
-        sd = a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
-        ax.errorbar(xs, a.mean(0), yerr=sd, marker="o", ms=4, capsize=3, label=f"{name} ({len(a)} seeds)")
+        mean, sd = stack(cs)  # cs: (seeds, len(xs))
+        ax.errorbar(xs, mean, yerr=sd, marker="o", ms=4, capsize=3, label=f"{name} ({len(cs)} seeds)")
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
     ax.set_xticks(list(xs))
@@ -229,9 +228,8 @@ def profile_figure(stages: Sequence[str], profiles: Mapping[str, Sequence[Mappin
     ``profiles[name]`` (one dict stage -> value per seed) with error bars of one sd."""
     fig, ax = plt.subplots(figsize=figsize)
     for name, ps in profiles.items():
-        a = np.asarray([[p[s] for s in stages] for p in ps])  # (seeds, stages)
-        sd = a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
-        ax.errorbar(range(len(stages)), a.mean(0), yerr=sd, marker="o", ms=4, capsize=3, label=name)
+        mean, sd = stack([[p[s] for s in stages] for p in ps])  # (stages,) each
+        ax.errorbar(range(len(stages)), mean, yerr=sd, marker="o", ms=4, capsize=3, label=name)
     ax.set_xticks(range(len(stages)))
     ax.set_xticklabels(stages, fontsize=FONT)
     ax.set_xlabel("stage (input side on the left)", fontsize=FONT)
