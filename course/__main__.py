@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     t.add_argument("--devices", type=int, help="data-parallel over this many devices (0: all)")
     args = p.parse_args(argv)
+    import course
+
+    course.configure()  # the course's PRNG and compilation cache, as in the notebooks
     from course.checkpoint import CheckpointError
     from course.data import DatasetError
     from course.models import UnknownModelError
