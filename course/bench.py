@@ -127,7 +127,7 @@ def bench_train_step(name: str, batch: int | None = None, steps: int = 20, seed:
     model = models.build(name, seed=seed, input_shape=shape)
     macs = counting.count(model, shape, name).macs
     opt = training.make_optimizer(model, 1e-3)
-    loss_fn = precision.mixed_precision(getattr(model, "loss_fn", training.cross_entropy), dtype)
+    loss_fn = precision.mixed_precision(spec.loss or training.cross_entropy, dtype)
     kx, ky = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(kx, (batch, *shape), jnp.float32)  # (B, H, W, C), generated on the device
     y = jax.random.randint(ky, (batch,), 0, spec.num_classes, jnp.int32)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from course import paths
 from course.models.layers import PointwiseConv
 
 CONV_KINDS = (nnx.Conv, PointwiseConv)
@@ -182,11 +183,11 @@ def layer_rows(model: nnx.Module, input_shape: Sequence[int], mode: str = "eval"
 
     def forward(m, x):
         getattr(m, mode)()
-        paths = {id(mod): "/".join(str(p) for p in path) for path, mod in nnx.iter_modules(m)}
+        names = {id(mod): paths.name(path) for path, mod in nnx.iter_modules(m)}
         with _record_calls(records):
             m(x)
         for mod, xs, ys, _ in records:
-            rows.append(_row(paths.get(id(mod), "?"), mod, xs, ys))
+            rows.append(_row(names.get(id(mod), "?"), mod, xs, ys))
 
     nnx.eval_shape(forward, model, jax.ShapeDtypeStruct((1, *input_shape), dtype))
     return rows
@@ -305,7 +306,7 @@ def xla_measured(module: nnx.Module, input_shape: Sequence[int], dtype=jnp.float
 def module_at(model: nnx.Module, path: str) -> nnx.Module:
     """The submodule of ``model`` at a row's ``path`` ("stage1/0/conv1")."""
     for p, m in nnx.iter_modules(model):
-        if "/".join(map(str, p)) == path:
+        if paths.name(p) == path:
             return m
     raise KeyError(f"no submodule at {path!r}")
 

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 import course
-from course import data
+from course import data, paths
 from course.features import entry_paths, flat_state, load_entry, save_entry, weights_hash
 from course.models import build
 from course.training import evaluate, fit
@@ -161,7 +161,7 @@ def _restore(cfg: ExtractorConfig, arrays: dict) -> nnx.Module:
     abstract = build(cfg.model, num_classes=len(cfg.base_classes), input_shape=(cfg.canvas, cfg.canvas, 1),
                      abstract=True)
     graphdef, state = nnx.split(abstract)
-    expected = set(flat_state(abstract))
+    expected = set(paths.names(state))
     if set(arrays) != expected:
         raise ValueError(f"the stored arrays {sorted(arrays)} do not match the model's variables {sorted(expected)}")
     nested: dict = {}

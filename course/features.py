@@ -41,6 +41,7 @@ import numpy as np
 from flax import nnx
 
 import course
+from course import paths
 from course.training import padded_batches  # fixed-size batches: one compiled forward pass
 
 CODE_VERSION = "features-v1"
@@ -68,10 +69,7 @@ def array_hash(x: np.ndarray) -> str:
 
 def flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
     """Every variable of ``model`` (parameters and statistics) as {"conv1/kernel": array}, paths sorted."""
-    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]
-    out = {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(leaf)
-           for path, leaf in flat}
-    return dict(sorted(out.items()))
+    return paths.flat_arrays(nnx.state(model))
 
 
 def weights_hash(model: nnx.Module) -> str:

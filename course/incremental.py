@@ -37,7 +37,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -698,21 +698,8 @@ def run_sequence(strategy: Strategy, tasks: Sequence[Sequence[int]], train: tupl
 
 # ----------------------------------------------------------------------------------------------------------
 # Transfer learning's tool: a smaller learning rate for the old layers (notebook 05)
-def layerwise_adam(lr_head: float, lr_body: float, head: str = "head") -> optax.GradientTransformation:
-    """Adam with learning rate ``lr_head`` for the classifier ``<head>`` and ``lr_body`` for every other layer
-    (``optax.multi_transform``), the fine-tuning recipe of notebook 05. ``lr_body = 0`` freezes the body."""
-    def labels(params):
-        def label(path, _):
-            names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-            return "head" if head in names else "body"
-        return jax.tree_util.tree_map_with_path(label, params)
-
-    body = optax.adam(lr_body) if lr_body > 0 else optax.set_to_zero()
-    return optax.multi_transform({"head": optax.adam(lr_head), "body": body}, labels)
-
-
 __all__ = ["expand_head", "param_count", "class_mask", "distillation_loss", "ewc_penalty", "incremental_loss",
            "loss_params", "fisher_diagonal", "ExemplarMemory", "Memory", "Increment", "Plan", "Strategy", "Naive",
            "Rehearsal", "LwF", "EWC", "Joint", "task_il_logits", "accuracies", "per_class_accuracy", "Result",
-           "run", "format_results", "layerwise_adam", "teacher", "grown_labels", "save_weights", "load_weights",
+           "run", "format_results", "teacher", "grown_labels", "save_weights", "load_weights",
            "saved_classes", "SequenceResult", "task_matrix_row", "run_sequence"]

@@ -88,5 +88,5 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
     if verbose:
         print(f"{model_name} on {ds!r}, batch {batch}, {dtype}, epochs {first}..{epochs}")
     return training.fit(model, ds, epochs=epochs, batch_size=batch, optimizer=opt, seed=seed,
-                        loss_fn=precision.mixed_precision(getattr(model, "loss_fn", training.cross_entropy), dtype),
+                        loss_fn=precision.mixed_precision(spec.loss or training.cross_entropy, dtype),
                         verbose=verbose, callback=save, first_epoch=first, mesh=mesh, progress=progress)

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from course import paths
 from course.data import Dataset, batches
 
 LossFn = Callable[[nnx.Module, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
@@ -242,7 +243,8 @@ def _grads(model, x, y, loss_fn, loss_params):
 
 def layer_grad_norms(model: nnx.Module, x: np.ndarray, y: np.ndarray, loss_fn: LossFn = cross_entropy,
                      loss_params: Any = None, include: Sequence[str] = ("kernel",)) -> dict[str, float]:
-    """L2 norm of the loss gradient with respect to each layer's weights, keyed by layer path, in model order.
+    """L2 norm of the loss gradient with respect to each layer's weights, keyed by layer path, in
+    ``nnx.iter_modules`` order (:func:`course.paths.module_order`).
 
     The model is put in train mode for the backward pass (as during training; dropout draws from its rngs) and
     left in eval mode.
@@ -250,11 +252,4 @@ def layer_grad_norms(model: nnx.Module, x: np.ndarray, y: np.ndarray, loss_fn: L
     model.train()
     grads = _grads(model, jnp.asarray(x), jnp.asarray(y), loss_fn, loss_params)
     model.eval()
-    out: dict[str, float] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
-        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path
-                 if not isinstance(k, jax.tree_util.GetAttrKey)]  # drop the Variable's ".value"
-        if names and names[-1] in include:
-            out["/".join(names[:-1])] = float(jnp.linalg.norm(leaf))
-    order = {"/".join(map(str, p)): i for i, (p, _) in enumerate(nnx.iter_modules(model))}
-    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return {layer: float(jnp.linalg.norm(g)) for layer, g in paths.layer_arrays(model, grads, include).items()}

@@ -26,14 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 import optax
 from flax import nnx
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from course import counting
+from course import counting, paths
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,15 +96,10 @@ def probe_optimizer(model: FrozenFeatures, lr: float = 1e-2) -> nnx.Optimizer:
 
 # ----------------------------------------------------------------------------------------------------------
 # Per-parameter learning rates
-def _first_key(path: tuple) -> str:
-    k = path[0]
-    return str(getattr(k, "key", getattr(k, "name", k)))
-
-
 def param_labels(params: Any, head: str = "head") -> Any:
     """A pytree like ``params`` (an NNX state of Params, or its pure arrays) with "head" on the leaves under the
     top-level attribute ``head`` and "pretrained" everywhere else: optax.multi_transform's ``param_labels``."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: "head" if _first_key(p) == head else "pretrained", params)
+    return paths.labels(params, lambda name: "head" if name.split("/")[0] == head else "pretrained")
 
 
 def finetune_tx(lr_head: float = 1e-2, lr_pretrained: float = 1e-3, head: str = "head",
@@ -191,33 +183,3 @@ def restandardised(probe: LinearProbe, f: np.ndarray) -> LinearProbe:
 def count_params(model: nnx.Module, head: str | None = None) -> int:
     """Number of parameters of ``model`` (or of its attribute ``head`` only)."""
     return counting.param_count(getattr(model, head) if head else model)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The idea in one picture
-def plot_pipeline(feature_dim: int = 64, input_label: str = "image\n16x16x1", frozen_label: str = "",
-                  num_classes: int = 5, figsize: tuple[float, float] = (10, 3.0)) -> Figure:
-    """input -> frozen layers -> bottleneck features (cached) -> new last layer, as boxes and arrows."""
-    fig, ax = plt.subplots(figsize=figsize)
-    ax.set_xlim(0, 10)
-    ax.set_ylim(0, 3)
-    ax.axis("off")
-    frozen_label = frozen_label or "frozen layers\nconv-pool-conv-pool-conv-avgpool\n(trained on digits 0-4)"
-    boxes = [(0.2, input_label, "#dddddd"), (2.3, frozen_label, "#a6c8e8"),
-             (5.2, f"bottleneck\nfeatures\n({feature_dim} numbers)", "#f5d28c"),
-             (7.6, f"new last layer\nBatchNorm (no scale, shift)\n+ Linear({feature_dim}->{num_classes})\n(trained)",
-              "#9fd89f")]
-    widths = [1.6, 2.4, 1.9, 2.2]
-    for (x, label, color), w in zip(boxes, widths):
-        ax.add_patch(FancyBboxPatch((x, 1.3), w, 1.3, boxstyle="round,pad=0.05", fc=color, ec="k"))
-        ax.text(x + w / 2, 1.95, label, ha="center", va="center", fontsize=9)
-    for (x0, _, _), w0, (x1, _, _) in zip(boxes[:-1], widths[:-1], boxes[1:]):
-        ax.add_patch(FancyArrowPatch((x0 + w0 + 0.07, 1.95), (x1 - 0.07, 1.95), arrowstyle="-|>",
-                                     mutation_scale=14))
-    ax.add_patch(FancyBboxPatch((5.35, 0.15), 1.6, 0.7, boxstyle="round,pad=0.05", fc="white", ec="k", ls="--"))
-    ax.text(6.15, 0.5, "cache on disk\n(computed once)", ha="center", va="center", fontsize=8)
-    ax.add_patch(FancyArrowPatch((6.15, 1.23), (6.15, 0.92), arrowstyle="<|-|>", mutation_scale=10))
-    ax.text(3.5, 0.5, "no gradient flows here:\nrun once per image", ha="center", va="center", fontsize=8,
-            style="italic")
-    fig.tight_layout()
-    return fig

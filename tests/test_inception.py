@@ -14,7 +14,7 @@ from flax import nnx
 
 from course import counting, models, training
 from course.models.inception import (AuxHead, AuxSpec, ConvSpec, GoogLeNet, Inception, InceptionRow, NaiveInception,
-                                     googlenet_loss)
+                                     googlenet_loss, local_response_norm)
 
 # Table 1, typed in again: name, input channels, input height = width, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
 # pool proj, and the output depth of Table 1's "output size" column.
@@ -60,18 +60,17 @@ def paper_train(paper):
 @pytest.mark.parametrize("row", TABLE1, ids=[r[0] for r in TABLE1])
 def test_inception_row_shape_and_params(row):
     name, cin, hw, n1, r3, n3, r5, n5, pp, depth = row
-    assert by_hand(cin, n1, r3, n3, r5, n5, pp) == ROW_PARAMS[name]
     block = nnx.eval_shape(lambda: Inception(cin, n1, r3, n3, r5, n5, pp, rngs=nnx.Rngs(0)))
     out = nnx.eval_shape(lambda m, x: m(x), block, jax.ShapeDtypeStruct((2, hw, hw, cin), jnp.float32))
     assert out.shape == (2, hw, hw, depth)
     table = counting.count(block, (hw, hw, cin))
-    assert table.params == table.params_total == ROW_PARAMS[name]
+    assert table.params == table.params_total == ROW_PARAMS[name] == by_hand(cin, n1, r3, n3, r5, n5, pp)
     # MACs = H * W * (weights), e.g. 3a: 28 * 28 * 163,328 = 128,049,152, Table 1's "128M"
     assert table.macs == hw * hw * by_hand(cin, n1, r3, n3, r5, n5, pp, bias=False)
 
 
 def test_3a_macs_match_table1_ops():
-    assert 28 * 28 * (192 * 64 + 192 * 96 + 9 * 96 * 128 + 192 * 16 + 25 * 16 * 32 + 192 * 32) == 128_049_152
+    # 28 * 28 * (192*64 + 192*96 + 9*96*128 + 192*16 + 25*16*32 + 192*32) = 128,049,152: Table 1's "128M"
     block = nnx.eval_shape(lambda: Inception(192, 64, 96, 128, 16, 32, 32, rngs=nnx.Rngs(0)))
     assert counting.count(block, (28, 28, 192)).macs == 128_049_152
 
@@ -92,9 +91,8 @@ def test_googlenet_rows_are_table1(paper, paper_eval):
 
 def test_aux_head_params_by_hand():
     # Sec. 5: 5x5/3 avg pool (14 -> 4), 1x1 conv 128, FC 1024 on 4*4*128 = 2048 inputs, linear to 1000 classes
-    aux1 = (512 * 128 + 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000)
-    aux2 = (528 * 128 + 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000)
-    assert (aux1, aux2) == (3_188_840, 3_190_888)
+    aux1 = (512 * 128 + 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000)  # = 3,188,840
+    aux2 = (528 * 128 + 128) + (2048 * 1024 + 1024) + (1024 * 1000 + 1000)  # = 3,190,888
     for cin, expected in ((512, aux1), (528, aux2)):
         head = nnx.eval_shape(lambda: AuxHead(cin, 1000, 14, rngs=nnx.Rngs(0)))
         assert counting.param_count(head) == expected
@@ -108,7 +106,7 @@ def test_aux_heads_only_in_train_mode(paper_eval, paper_train):
     assert paper_eval.params_total == paper_train.params == 6_998_552 + 3_188_840 + 3_190_888
     # aux MACs: 4*4*128*C_in (conv) + 2048*1024 + 1024*1000, for C_in = 512 and 528
     aux_macs = (16 * 128 * 512 + 2048 * 1024 + 1024 * 1000) + (16 * 128 * 528 + 2048 * 1024 + 1024 * 1000)
-    assert paper_train.macs - paper_eval.macs == aux_macs == 8_372_224
+    assert paper_train.macs - paper_eval.macs == aux_macs  # = 8,372,224
 
 
 def test_torchvision_variant_reproduces_torchvision_count():
@@ -131,8 +129,8 @@ PAPER_MACS = (112 * 112 * 64 * 7 * 7 * 3          # conv1 7x7/2
 
 
 def test_paper_macs_near_one_and_a_half_billion(paper_eval):
+    # PAPER_MACS = 1,582,671,872 (written out above): Sec. 1's design budget of "1.5 billion multiply-adds"
     assert paper_eval.macs == PAPER_MACS
-    assert 1.5e9 < PAPER_MACS < 1.6e9  # Sec. 5: "a computational budget of 1.5 billion multiply-adds"
 
 
 def test_naive_inception_grows_channels():
@@ -253,7 +251,24 @@ def test_mini_is_registered_and_small():
     t_train = counting.count(model, spec.input_shape, mode="train")
     assert t_eval.params < 120_000 and t_train.params == t_train.params_total > t_eval.params
     assert [r.path for r in t_train.rows if r.path.endswith("classifier")] == ["aux1/classifier", "aux2/classifier"]
-    assert model.loss_fn is googlenet_loss  # the loss course.bench trains it with
+
+
+def test_registry_trains_googlenets_with_their_heads():
+    """The loss generic code (course.bench, the train command) takes from the registry adds 0.3 x each head's
+    cross-entropy to the main one, recomputed here from the model's own outputs; plain models have none."""
+    spec = models.get_spec("googlenet_mini")
+    model = models.build("googlenet_mini", seed=0)
+    model.train()
+    twin = nnx.clone(model)  # the same parameters and the same dropout rng state: the same masks below
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 1)).astype(np.float32)  # (B, H, W, C)
+    y = jnp.arange(4) % 10
+    logits, out = twin.intermediates(x)
+    ce = lambda z: float(optax.softmax_cross_entropy_with_integer_labels(z, y).mean())  # noqa: E731
+    loss, main = spec.loss(model, x, y, None)
+    np.testing.assert_allclose(np.asarray(main), np.asarray(logits), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(loss), ce(logits) + 0.3 * (ce(out["aux1"]) + ce(out["aux2"])), rtol=1e-5)
+    assert all(models.get_spec(n).loss is spec.loss for n in ("googlenet", "googlenet_torchvision"))
+    assert models.get_spec("small_cnn").loss is None and models.get_spec("resnet50").loss is None
 
 
 def test_cli_counts_googlenet(capsys):
@@ -292,3 +307,16 @@ def test_heads_on_a_non_square_input():
     assert logits.shape == out["aux1"].shape == out["aux2"].shape == (2, 3)
     with pytest.raises(ValueError, match="at least 2x2, but it reads 1x6"):
         GoogLeNet(3, (1, 6, 1), TINY_LAYOUT, TINY_AUX, rngs=nnx.Rngs(0))
+
+
+def test_local_response_norm_matches_caffe_formula():
+    """Caffe's ACROSS_CHANNELS LRN, b_c = a_c / (k + alpha/n * sum_{j=c-n/2}^{c+n/2} a_j^2)^beta, written as a
+    loop over channels with the window clipped at the ends; the paper's stem uses it twice (Table 1 rows 2, 5)."""
+    a = np.random.default_rng(0).normal(scale=30.0, size=(2, 3, 3, 7)).astype(np.float32)  # large: LRN bites
+    n, alpha, beta, k = 5, 1e-4, 0.75, 1.0
+    expected = np.empty_like(a)
+    for c in range(a.shape[-1]):
+        window = a[..., max(0, c - n // 2): c + n // 2 + 1]
+        expected[..., c] = a[..., c] / (k + alpha / n * (window ** 2).sum(-1)) ** beta
+    np.testing.assert_allclose(np.asarray(local_response_norm(jnp.asarray(a))), expected, rtol=1e-5)
+    assert not np.allclose(expected, a, rtol=1e-2)  # the inputs are large enough that LRN changes them

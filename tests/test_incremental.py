@@ -243,35 +243,6 @@ def test_per_class_accuracy_marks_absent_classes_nan():
     assert got[0] == 0.5 and got[1] == 0.0 and np.isnan(got[2])
 
 
-# ------------------------------------------------------------------------------------------------- optimizer
-class TwoLayer(nnx.Module):
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.body = nnx.Linear(3, 4, rngs=rngs)
-        self.head = nnx.Linear(4, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.head(nnx.relu(self.body(x)))
-
-
-def test_layerwise_adam_scales_the_body_step():
-    """Adam's first step moves every weight by lr * g / (|g| + eps), about lr: so the body moves ~lr/10."""
-    model = TwoLayer(rngs=nnx.Rngs(0))
-    before = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    opt = nnx.Optimizer(model, inc.layerwise_adam(1e-2, 1e-3), wrt=nnx.Param)
-    grads = nnx.grad(lambda m: optax.softmax_cross_entropy_with_integer_labels(m(jnp.asarray(X)),
-                                                                              jnp.asarray(Y3)).mean())(model)
-    nnx.jit(lambda m, o, g: o.update(m, g))(model, opt, grads)  # jitted: eager Adam compiles op by op
-    after = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    step = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), after, before)
-    assert step["head"]["kernel"] == pytest.approx(1e-2, rel=1e-3)
-    assert step["body"]["kernel"] == pytest.approx(1e-3, rel=1e-3)
-    frozen = nnx.Optimizer(model, inc.layerwise_adam(1e-2, 0.0), wrt=nnx.Param)
-    nnx.jit(lambda m, o, g: o.update(m, g))(model, frozen, grads)
-    again = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    assert np.array_equal(again["body"]["kernel"], after["body"]["kernel"])
-    assert not np.array_equal(again["head"]["kernel"], after["head"]["kernel"])
-
-
 # ------------------------------------------------------------------------------------------------- end to end
 def test_run_trains_and_reports_both_scenarios():
     increment = tiny_increment()

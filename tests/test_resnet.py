@@ -17,6 +17,7 @@ from flax import nnx
 
 from course import counting, models
 from course.__main__ import main as cli
+from course.lessons import resnet_bottleneck as lesson
 from course.models import resnet
 
 # torchvision.models documentation (ResNet*_Weights.IMAGENET1K_V1: "num_params"): BatchNorm scale and shift
@@ -65,11 +66,9 @@ def test_v1_v15_difference_derived_by_hand():
     # The first block of conv3_x: input 56x56x256, width 128. v1 runs its first 1x1 (256 -> 128) with stride 2,
     # on the 28x28 output grid; v1.5 runs it on all 56x56 positions and strides in the 3x3 instead, whose
     # output grid is 28x28 either way. Everything else is identical.
-    per_block = (56 * 56 - 28 * 28) * 256 * 128
-    assert per_block == 77_070_336
+    per_block = (56 * 56 - 28 * 28) * 256 * 128  # = 77,070,336
     # conv4_x (28x28x512 -> width 256) and conv5_x (14x14x1024 -> width 512) cost the same difference:
-    assert (28 * 28 - 14 * 14) * 512 * 256 == per_block
-    assert (14 * 14 - 7 * 7) * 1024 * 512 == per_block
+    # (28*28 - 14*14) * 512 * 256 = (14*14 - 7*7) * 1024 * 512 = 77,070,336
     for depth in (50, 101, 152):
         assert table(f"resnet{depth}").macs - table(f"resnet{depth}_v1").macs == 3 * per_block
 
@@ -99,16 +98,16 @@ def test_output_shape_of_every_stage():
                   "conv3_x": (28, 28, 512), "conv4_x": (14, 14, 1024), "conv5_x": (7, 7, 2048),
                   "avg_pool": (2048,), "fc": (1000,)}
     for name in ("resnet50", "resnet50_v1"):
-        assert resnet.shape_trace(models.build(name, abstract=True)) == expected50
-    trace18 = resnet.shape_trace(models.build("resnet18", abstract=True))
+        assert lesson.shape_trace(models.build(name, abstract=True)) == expected50
+    trace18 = lesson.shape_trace(models.build("resnet18", abstract=True))
     assert [trace18[s] for s in resnet.STAGE_NAMES] == [(56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)]
-    trace20 = resnet.shape_trace(models.build("resnet20", abstract=True))  # Sec. 4.2 on 16x16 digits
+    trace20 = lesson.shape_trace(models.build("resnet20", abstract=True))  # Sec. 4.2 on 16x16 digits
     assert [trace20[s] for s in resnet.STAGE_NAMES[:3]] == [(16, 16, 16), (8, 8, 32), (4, 4, 64)]
 
 
 def test_table1_rows_read_from_the_model():
     m = models.build("resnet50_v1", abstract=True)
-    t = resnet.table1(m, table("resnet50_v1"))
+    t = lesson.table1(m, table("resnet50_v1"))
     what = {r["layer"]: r["what"] for r in t if "pool" not in r["what"]}
     assert what["conv1"] == "7x7, 64, stride 2, pad 3"
     assert what["conv2_x"] == "[1x1, 64; 3x3, 64; 1x1, 256] x 3"
@@ -130,8 +129,7 @@ def test_bottleneck_block_on_56x56x256():
     assert r["conv1"].params == 1 * 1 * 256 * 64 == 16_384
     assert r["conv2"].params == 3 * 3 * 64 * 64 == 36_864
     assert r["conv3"].params == 1 * 1 * 64 * 256 == 16_384
-    weights = 16_384 + 36_864 + 16_384
-    assert weights == 69_632
+    weights = 16_384 + 36_864 + 16_384  # = 69,632
     bn = 2 * 64 + 2 * 64 + 2 * 256
     assert t.params_total == weights + bn == 70_400
     assert r["conv1"].macs == positions * 16_384 == 51_380_224
@@ -242,7 +240,6 @@ def test_command_line_counts_resnets(capsys):
 # Notebook 04's lesson helpers (course/lessons/resnet_bottleneck.py)
 from course import training  # noqa: E402
 from course.lessons.resnet_bottleneck import plot_block  # noqa: E402
-from course.lessons import resnet_bottleneck as lesson  # noqa: E402
 
 
 def leaves(m, *filters):

@@ -33,7 +33,7 @@ from flax import nnx
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from course import training
+from course import paths, training
 from course.data import Dataset
 from course.models.inception import (ConvSpec, GoogLeNet, InceptionRow, LRNSpec, PoolSpec, googlenet_loss)
 
@@ -145,21 +145,13 @@ def loss_part_grads(model: nnx.Module, x: np.ndarray, y: np.ndarray) -> dict[str
     """The gradient of each loss term separately, ``{"main": {layer: kernel grad}, "aux1": {...}, ...}``, on
     the batch (x, y) in train mode (the heads computed; dropout draws from the model's rngs, so pass a clone if
     its random stream matters). Layers are keyed by path ("conv1", "inception3a/conv1x1/conv", ...), kernels
-    only, in model order. The model is left in eval mode."""
+    only, in nnx.iter_modules order (course.paths.module_order). The model is left in eval mode."""
     model.train()
     grads = _part_grads(model, jnp.asarray(x), jnp.asarray(y))
     model.eval()
-    order = {"/".join(map(str, p)): i for i, (p, _) in enumerate(nnx.iter_modules(model))}
-    out = {}
-    for term in sorted(grads, key=lambda k: (k != "main", k)):  # jit returns dicts key-sorted: main first again
-        g, layers = grads[term], {}
-        for path, leaf in jax.tree_util.tree_flatten_with_path(g)[0]:
-            names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path
-                     if not isinstance(k, jax.tree_util.GetAttrKey)]
-            if names and names[-1] == "kernel":
-                layers["/".join(names[:-1])] = np.asarray(leaf)
-        out[term] = dict(sorted(layers.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return out
+    # jit returns dicts key-sorted: main first again
+    return {term: {layer: np.asarray(g) for layer, g in paths.layer_arrays(model, grads[term]).items()}
+            for term in sorted(grads, key=lambda k: (k != "main", k))}
 
 
 def _plain_name(path: str) -> str:

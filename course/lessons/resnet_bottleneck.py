@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
@@ -25,8 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
+from course import paths, training
 from course import seeds as seeds_mod
-from course import training
 from course.counting import CountTable, LayerCount
 from course.data import Dataset
 from course.models import resnet
@@ -52,7 +54,7 @@ def conv_kernels(model: nnx.Module) -> dict[str, np.ndarray]:
     out = {}
     for path, m in nnx.iter_modules(model):
         if isinstance(m, (nnx.Conv, PointwiseConv)):
-            out["/".join(map(str, path))] = np.asarray(m.kernel[...])
+            out[paths.name(path)] = np.asarray(m.kernel[...])
     return out
 
 
@@ -327,3 +329,57 @@ def plot_shape_trace(trace: Mapping[str, Sequence[int]], title: str = "",
         ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Table 1 of He et al. (2016), read from a model
+def shape_trace(model: resnet.ResNet) -> dict[str, tuple[int, ...]]:
+    """The shape of one example after every row of Table 1 (conv1, max_pool, conv2_x, ..., avg_pool, fc),
+    traced abstractly (nothing is computed; works on ``build(..., abstract=True)`` models)."""
+    model.eval()
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+    out = nnx.eval_shape(lambda m, x: m.intermediates(x)[1], model, x)  # a dict: its keys come back sorted
+    order = ["conv1", "max_pool", *model.stage_names, "avg_pool", "fc"]
+    return {k: tuple(out[k].shape[1:]) for k in order if k in out}
+
+
+def _describe(conv) -> str:
+    """A conv layer as Table 1 writes it, plus its stride and padding: "7x7, 64, stride 2, pad 3"."""
+    pad = conv.padding[0][0] if isinstance(conv.padding, tuple) else 0  # PointwiseConv: "VALID"
+    stride = conv.strides if isinstance(conv.strides, int) else conv.strides[0]
+    return f"{conv.kernel_size[0]}x{conv.kernel_size[1]}, {conv.out_features}, stride {stride}, pad {pad}"
+
+
+def block_layout(model: resnet.ResNet) -> dict[str, str]:
+    """Each stage as Table 1 writes it, read from the model: conv2_x of ResNet-50 is
+    ``"[1x1, 64; 3x3, 64; 1x1, 256] x 3"``."""
+    out = {}
+    for stage in model.stage_names:
+        blocks = getattr(model, stage)
+        convs = [m for name in ("conv1", "conv2", "conv3") if (m := getattr(blocks[0], name, None)) is not None]
+        inner = "; ".join(f"{c.kernel_size[0]}x{c.kernel_size[1]}, {c.out_features}" for c in convs)
+        out[stage] = f"[{inner}] x {len(blocks)}"
+    return out
+
+
+def table1(model: resnet.ResNet, table=None) -> list[dict]:
+    """The model's column of the paper's Table 1, computed from the model: one dict per row with ``layer``
+    (Table 1's name), ``what`` (its layers), ``output`` (H x W x C of one example) and, given the model's
+    :class:`~course.counting.CountTable`, ``params`` and ``macs`` (the max pool has none; Table 1 lists it
+    under conv2_x)."""
+    shapes, layout = shape_trace(model), block_layout(model)
+    costs = {g["path"]: g for g in table.group(1)} if table is not None else {}
+    if "bn1" in costs:  # Table 1's conv1 row includes its BatchNorm
+        bn1 = costs.pop("bn1")
+        costs["conv1"] = {k: costs["conv1"][k] + bn1[k] for k in ("params", "macs")}
+    what = {"conv1": _describe(model.conv1), "max_pool": "3x3 max pool, stride 2, pad 1",
+            "avg_pool": "global average pool", "fc": f"fc, {model.fc.out_features} (with bias)", **layout}
+    rows = []
+    for name, shape in shapes.items():
+        row = {"layer": "conv2_x" if name == "max_pool" else name, "what": what[name],
+               "output": "x".join(map(str, shape))}
+        if costs:
+            c = costs.get(name, {"params": 0, "macs": 0})
+            row.update(params=c["params"], macs=c["macs"])
+        rows.append(row)
+    return rows

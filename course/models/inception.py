@@ -388,9 +388,6 @@ def googlenet_loss(model: GoogLeNet, x: jax.Array, y: jax.Array,
     return loss, logits
 
 
-GoogLeNet.loss_fn = staticmethod(googlenet_loss)  # what generic training code (course.bench) trains it with
-
-
 # ----------------------------------------------------------------------------------------------------------
 from course.models.registry import register  # noqa: E402
 
@@ -407,19 +404,19 @@ def _construct(rngs: nnx.Rngs, num_classes: int, input_shape: tuple[int, ...], l
 
 
 @register("googlenet", (224, 224, 3), 1000, "the paper's GoogLeNet (Table 1): no BatchNorm, LRN stem, 5x5 convs, "
-          "aux heads after 4a and 4d (train mode only)")
+          "aux heads after 4a and 4d (train mode only)", loss=googlenet_loss)
 def googlenet(num_classes: int = 1000, input_shape=(224, 224, 3), *, rngs: nnx.Rngs) -> GoogLeNet:
     return _construct(rngs, num_classes, tuple(input_shape), PAPER_LAYOUT, PAPER_AUX)
 
 
 @register("googlenet_torchvision", (224, 224, 3), 1000, "torchvision's googlenet: BatchNorm, no LRN, 3x3 kernels "
-          "in the '5x5' branch (6,624,904 params without aux heads)")
+          "in the '5x5' branch (6,624,904 params without aux heads)", loss=googlenet_loss)
 def googlenet_torchvision(num_classes: int = 1000, input_shape=(224, 224, 3), *, rngs: nnx.Rngs) -> GoogLeNet:
     return _construct(rngs, num_classes, tuple(input_shape), TORCHVISION_LAYOUT, PAPER_AUX, batchnorm=True,
                       kernel5=3, dropout=0.2)
 
 
 @register("googlenet_mini", (16, 16, 1), 10, "Table 1's nine Inception rows at 1/8 width for 16x16 inputs, "
-          "aux heads after 4a and 4d (notebook 03)")
+          "aux heads after 4a and 4d (notebook 03)", loss=googlenet_loss)
 def googlenet_mini(num_classes: int = 10, input_shape=(16, 16, 1), *, rngs: nnx.Rngs) -> GoogLeNet:
     return _construct(rngs, num_classes, tuple(input_shape), MINI_LAYOUT, MINI_AUX)

@@ -21,7 +21,9 @@ class UnknownModelError(KeyError):
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """``build(num_classes=..., input_shape=..., rngs=...)`` makes the model; ``input_shape`` is the default
-    (H, W, C) of one example (a model with a global pool accepts other sizes too)."""
+    (H, W, C) of one example (a model with a global pool accepts other sizes too). ``loss`` is the training loss
+    generic code (the train command, the benchmark) uses, with ``course.training``'s loss signature
+    ``loss(model, x, y, params) -> (loss, logits)``; None means plain cross-entropy on the model's output."""
 
     name: str
     build: Callable[..., nnx.Module]
@@ -29,18 +31,20 @@ class ModelSpec:
     num_classes: int
     description: str
     bench_batch: int = 64  # batch size of the notebook-scale benchmark
+    loss: Callable | None = None
 
 
 REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(name: str, input_shape: tuple[int, int, int], num_classes: int, description: str,
-             bench_batch: int = 64) -> Callable:
-    """Decorator: register a builder ``fn(num_classes, input_shape, *, rngs) -> nnx.Module`` under ``name``."""
+             bench_batch: int = 64, loss: Callable | None = None) -> Callable:
+    """Decorator: register a builder ``fn(num_classes, input_shape, *, rngs) -> nnx.Module`` under ``name``,
+    trained with ``loss`` (None: cross-entropy)."""
     def deco(fn):
         if name in REGISTRY:
             raise ValueError(f"model name {name!r} registered twice")
-        REGISTRY[name] = ModelSpec(name, fn, input_shape, num_classes, description, bench_batch)
+        REGISTRY[name] = ModelSpec(name, fn, input_shape, num_classes, description, bench_batch, loss)
         return fn
     return deco
 
