@@ -47,7 +47,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from course.counting import param_count  # re-exported: the memory each strategy needs
-from course.training import History, fit, predict
+from course.training import History, fit, padded_batches, predict
 
 PureDict = dict  # nested {name: {name: array}}: nnx.to_pure_dict of a model's Param state
 _MASKED = -1e9  # logit given to classes a softmax must ignore (finite: exp() is exactly 0, gradients stay finite)
@@ -197,11 +197,8 @@ def fisher_diagonal(model: nnx.Module, x: np.ndarray, classes: Sequence[int], ba
     n_out = model(jnp.asarray(x[:1])).shape[-1]
     mask = jnp.asarray(class_mask(classes, n_out))
     total = jax.tree.map(jnp.zeros_like, params)
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        if len(xb) < batch_size:  # pad to one shape (one compile); padded rows get weight 0
-            xb = np.concatenate([xb, np.zeros((batch_size - len(xb), *xb.shape[1:]), xb.dtype)])
-        w = jnp.asarray(np.arange(batch_size) < len(x) - i, jnp.float32)
+    for xb, n in padded_batches(x, batch_size):  # one shape, one compile; padded rows get weight 0
+        w = jnp.asarray(np.arange(batch_size) < n, jnp.float32)
         total = jax.tree.map(jnp.add, total, _fisher_batch(graphdef, params, rest, mask, jnp.asarray(xb), w))
     return nnx.to_pure_dict(jax.tree.map(lambda t: t / len(x), total))
 

@@ -1,4 +1,7 @@
 """The two ways to install the course cannot drift apart, and the pins are the ones installed."""
+import os
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -32,3 +35,16 @@ def test_installed_versions_match_the_pins():
 def test_ci_runs_the_readme_test_command():
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci.splitlines()[-1]
+
+
+def test_importing_course_sets_nothing_global_until_configure():
+    """`import course` leaves JAX's PRNG and cache alone; course.configure() sets them (a fresh interpreter,
+    since this test process has configured JAX already)."""
+    code = ("import jax, course; a = jax.config.jax_default_prng_impl; c = jax.config.jax_compilation_cache_dir;"
+            " course.configure(); print(a, c, jax.config.jax_default_prng_impl, jax.config.jax_compilation_cache_dir)")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["COURSE_CACHE_DIR"] = "/tmp/course-cache-probe"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before_prng, before_cache, after_prng, after_cache = out.stdout.split()
+    assert before_prng == "threefry2x32" and before_cache == "None"
+    assert after_prng == "philox4x32" and after_cache == "/tmp/course-cache-probe/jax"

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Callable, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +106,16 @@ class InceptionRow:
 
 
 LayoutItem = Union[ConvSpec, PoolSpec, LRNSpec, InceptionRow]
+
+
+def grid_sizes(layout: Sequence[LayoutItem], height: int, width: int) -> Iterator[tuple[LayoutItem, int, int]]:
+    """Each item of ``layout`` with the (H, W) of the input it reads: strided convs and pools shrink the grid
+    by ceil(H / stride) (SAME padding; 224 -> 112 -> 56 -> 28 -> 14 -> 7), everything else keeps it. The one
+    place the layout's geometry is worked out (the model's heads and notebook 02's channel table use it)."""
+    for item in layout:
+        yield item, height, width
+        if isinstance(item, (ConvSpec, PoolSpec)):
+            height, width = -(-height // item.stride), -(-width // item.stride)
 
 # The paper's Table 1, top to bottom (Szegedy et al. 2014). The stem follows Fig. 3: conv 7x7/2, max pool 3x3/2,
 # LocalRespNorm, conv 1x1 (Table 1's "#3x3 reduce" 64 of its second convolution row), conv 3x3 192,
@@ -319,12 +329,10 @@ class GoogLeNet(nnx.Module):
         self.aux_after = tuple(aux_spec.after) if aux_spec is not None else ()
         h, w, ch = self.input_shape
         common = dict(batchnorm=batchnorm, kernel_init=kernel_init, rngs=rngs)
-        for item in self.layout:
+        for item, h, w in grid_sizes(self.layout, h, w):
             if isinstance(item, ConvSpec):
                 setattr(self, item.name, ConvUnit(ch, item.out, item.kernel, item.stride, **common))
-                ch, h, w = item.out, -(-h // item.stride), -(-w // item.stride)
-            elif isinstance(item, PoolSpec):
-                h, w = -(-h // item.stride), -(-w // item.stride)
+                ch = item.out
             elif isinstance(item, InceptionRow):
                 block = Inception.from_row(ch, item, kernel5=kernel5, **common)
                 setattr(self, f"inception{item.name}", block)
