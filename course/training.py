@@ -30,9 +30,10 @@ LossFn = Callable[[nnx.Module, jax.Array, jax.Array, Any], tuple[jax.Array, jax.
 
 
 def cross_entropy(model: nnx.Module, x: jax.Array, y: jax.Array, params: Any = None) -> tuple[jax.Array, jax.Array]:
-    """Mean softmax cross-entropy of ``model(x)`` against integer labels ``y``; returns (loss, logits)."""
+    """Mean softmax cross-entropy of ``model(x)`` against integer labels ``y``; returns (loss, logits). The
+    softmax runs on float32 logits whatever the model computes in (see :mod:`course.precision`)."""
     logits = model(x)  # (B, num_classes)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean(), logits
 
 
 def _train_step(model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array,

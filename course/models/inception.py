@@ -388,7 +388,8 @@ def googlenet_loss(model: GoogLeNet, x: jax.Array, y: jax.Array,
     weights 0.0, 0.3 and 1.0 share one compiled train step. Returns (loss, main logits).
     """
     logits, out = model.intermediates(x)
-    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y).mean()  # noqa: E731
+    # float32 logits: the softmax is computed in float32 under mixed precision too (course.precision)
+    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z.astype(jnp.float32), y).mean()  # noqa: E731
     loss = ce(logits)
     aux = [ce(v) for k, v in out.items() if k.startswith("aux") and k[3:].isdigit()]
     if aux:
