@@ -78,7 +78,7 @@ bench-gpu: setup
 	mkdir -p build && : > build/bench-gpu.jsonl
 	for dt in bfloat16 float32; do \
 	  $(BENCH) resnet50 googlenet --batch 256 --dtype $$dt >> build/bench-gpu.jsonl || exit 1; \
-	  for b in 256 1024 4096; do $(BENCH) resnet20 --size 32 --batch $$b --dtype $$dt >> build/bench-gpu.jsonl || exit 1; done; \
+	  for b in 256 1024 4096; do $(BENCH) resnet20 --size 32 --channels 3 --batch $$b --dtype $$dt >> build/bench-gpu.jsonl || exit 1; done; \
 	done
 	for b in 32 64 128 512; do $(BENCH) resnet50 --batch $$b --dtype bfloat16 >> build/bench-gpu.jsonl || exit 1; done
 	cat build/bench-gpu.jsonl

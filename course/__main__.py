@@ -46,8 +46,9 @@ def _bench(args) -> int:
                   f"{bench.measured_matmul_tflops(dtype=args.dtype):.4f} TFLOP/s here")
     for name in names:
         shape = None
-        if args.size:
-            shape = (args.size, args.size, bench.models.get_spec(name).input_shape[-1])
+        if args.size or args.channels:
+            h, w, c = bench.models.get_spec(name).input_shape
+            shape = (args.size or h, args.size or w, args.channels or c)
         r = bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shape)
         print(json.dumps(r.to_dict()) if args.json else r, flush=True)
     return 0
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16: mixed precision (float32 weights, bfloat16 compute)")
     b.add_argument("--size", type=int, help="input height = width (default: each model's own)")
+    b.add_argument("--channels", type=int, help="input channels (default: each model's own; e.g. resnet20 "
+                   "--size 32 --channels 3 is CIFAR-10's shape)")
     b.add_argument("--json", action="store_true", help="one JSON object per model (images_per_s, step_ms, ...)")
     t = sub.add_parser("train", help="train a model on a dataset, with checkpoints and resume")
     t.add_argument("model")

@@ -21,7 +21,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/test split. ``x_*``: (N, H, W, C) float32 in [0, 1]; ``y_*``: (N,) int32 class indices."""
+    """A train/test split. ``x_*``: (N, H, W, C) float32 in [0, 1] (or uint8 bytes, which training normalises on
+    the device); ``y_*``: (N,) int32 class indices."""
 
     name: str
     x_train: np.ndarray
@@ -230,9 +231,11 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, labels.astype(np.int32)
 
 
-def load_cifar10(directory: str | Path, limit: int | None = None) -> Dataset:
+def load_cifar10(directory: str | Path, limit: int | None = None, dtype=np.float32) -> Dataset:
     """Read CIFAR-10 from ``directory`` (the extracted ``cifar-10-batches-py``): 50,000 train and 10,000 test
-    images of 32x32x3, as float32 in [0, 1]. ``limit`` keeps only the first ``limit`` images of each split."""
+    images of 32x32x3, as float32 in [0, 1], or with ``dtype=np.uint8`` as the stored bytes 0..255 (a quarter of
+    the memory; :func:`course.training.fit` and ``evaluate`` normalise them on the device). ``limit`` keeps only
+    the first ``limit`` images of each split."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise DatasetError(f"CIFAR-10 directory {directory} does not exist. {_CIFAR_HINT}")
@@ -244,6 +247,8 @@ def load_cifar10(directory: str | Path, limit: int | None = None) -> Dataset:
     xte, yte = _read_cifar_batch(directory / "test_batch")
     if limit is not None:
         xtr, ytr, xte, yte = xtr[:limit], ytr[:limit], xte[:limit], yte[:limit]
+    if np.dtype(dtype) == np.uint8:
+        return Dataset("cifar10", xtr, ytr, xte, yte, CIFAR10_CLASSES)
     f32 = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
     return Dataset("cifar10", f32(xtr), ytr, f32(xte), yte, CIFAR10_CLASSES)
 

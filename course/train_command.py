@@ -13,13 +13,15 @@ import numpy as np
 
 from course import data as datasets
 from course import models, precision, training
+from course.device_data import SyntheticData
 
 SCALES = {"small": dict(epochs=5, batch=64, examples=2048), "full": dict(epochs=30, batch=256, examples=51200)}
 
 
 def load_data(spec: str, input_shape: tuple[int, int, int], num_classes: int, scale: str = "small",
-              seed: int = 0) -> datasets.Dataset:
-    """The dataset named by ``spec``, shaped for a model whose default input is ``input_shape``."""
+              seed: int = 0, mesh=None) -> datasets.Dataset | SyntheticData:
+    """The dataset named by ``spec``, shaped for a model whose default input is ``input_shape``. CIFAR-10 stays
+    bytes (uint8: fit normalises it on the device); "synthetic" is generated on the device (over ``mesh``)."""
     h, w, c = input_shape
     if spec == "digits":
         ds = datasets.digits(canvas=max(h, 8), seed=seed)
@@ -27,14 +29,9 @@ def load_data(spec: str, input_shape: tuple[int, int, int], num_classes: int, sc
         n = SCALES[scale]["examples"]
         ds = datasets.shapes(n_train=n, n_test=n // 4, size=h, seed=seed)
     elif spec.startswith("cifar10:"):
-        ds = datasets.load_cifar10(spec.split(":", 1)[1])
-    elif spec == "synthetic":
-        n = SCALES[scale]["examples"]
-        rng = np.random.default_rng(seed)
-        x = rng.random((n + n // 8, h, w, c), dtype=np.float32)
-        y = rng.integers(0, num_classes, len(x)).astype(np.int32)
-        return datasets.Dataset(f"synthetic{h}x{w}x{c}", x[:n], y[:n], x[n:], y[n:],
-                                tuple(str(i) for i in range(num_classes)))
+        ds = datasets.load_cifar10(spec.split(":", 1)[1], dtype=np.uint8)
+    elif spec == "synthetic":  # generated on the device, batch by batch: nothing of size n on the host
+        return SyntheticData(input_shape, num_classes, SCALES[scale]["examples"], seed=seed, mesh=mesh)
     else:
         raise ValueError(f"unknown dataset {spec!r}; use digits, shapes, synthetic or cifar10:DIR")
     if c == 3 and ds.input_shape[-1] == 1:  # a colour model on grey data: repeat the channel
@@ -62,7 +59,12 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
     batch = SCALES[scale]["batch"] if batch is None else batch
     if epochs < 1 or batch < 1:
         raise ValueError(f"epochs and batch must be positive, got epochs={epochs}, batch={batch}")
-    ds = load_data(data_spec, spec.input_shape, spec.num_classes, scale, seed)
+    mesh = None
+    if devices is not None and devices != 1:
+        from course.parallel import make_mesh
+
+        mesh = make_mesh(None if devices == 0 else devices)
+    ds = load_data(data_spec, spec.input_shape, spec.num_classes, scale, seed, mesh)
     model = models.build(model_name, seed=seed, num_classes=ds.num_classes, input_shape=ds.input_shape)
     opt = training.make_optimizer(model, lr)
     meta = dict(model=model_name, data=data_spec, scale=scale, batch=batch, dtype=dtype, lr=lr, seed=seed)
@@ -75,12 +77,6 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
             raise ValueError(f"the checkpoint already reached epoch {first - 1}; ask for more --epochs to continue")
         if verbose:
             print(f"resumed from epoch {first - 1} in {checkpoint_dir}")
-    mesh = None
-    if devices is not None and devices != 1:
-        from course.parallel import make_mesh
-
-        mesh = make_mesh(None if devices == 0 else devices)
-
     def save(epoch, model, hist):
         if checkpoint_dir is not None:
             checkpoint.save(checkpoint_dir, epoch, model, opt, meta)

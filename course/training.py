@@ -24,7 +24,8 @@ from flax import nnx
 from tqdm import tqdm
 
 from course import paths
-from course.data import Dataset, batches
+from course.data import Dataset
+from course.device_data import DeviceData, SyntheticData, on_device, to_float
 
 LossFn = Callable[[nnx.Module, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
 
@@ -93,14 +94,14 @@ def train_step(model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax
 def eval_step(model: nnx.Module, x: jax.Array, y: jax.Array, mask: jax.Array,
               loss_fn: LossFn = cross_entropy, loss_params: Any = None) -> tuple[jax.Array, jax.Array]:
     """Summed per-example loss and number correct over the examples where ``mask`` is true."""
-    logits = model(x)
+    logits = model(to_float(x)).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     return (loss * mask).sum(), ((logits.argmax(-1) == y) * mask).sum()
 
 
 @nnx.jit
 def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
-    return model(x)
+    return model(to_float(x))
 
 
 def padded_batches(x: np.ndarray, batch_size: int):
@@ -116,21 +117,22 @@ def padded_batches(x: np.ndarray, batch_size: int):
 def predict(model: nnx.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) of ``model`` in eval mode."""
     model.eval()
-    out = [np.asarray(_logits(model, jnp.asarray(xb)))[:n] for xb, n in padded_batches(x, batch_size)]
-    return np.concatenate(out)
+    sizes = [min(batch_size, len(x) - i) for i in range(0, len(x), batch_size)]
+    xs = on_device(xb for xb, _ in padded_batches(x, batch_size))  # the next batch's copy overlaps this one
+    return np.concatenate([np.asarray(_logits(model, xb))[:n] for xb, n in zip(xs, sizes)])
 
 
 def evaluate(model: nnx.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of ``model`` (eval mode) on (x, y)."""
     model.eval()
-    loss_sum, correct = 0.0, 0.0
-    for i, (xb, n) in enumerate(padded_batches(x, batch_size)):
-        yb = np.zeros(len(xb), np.int32)
-        yb[:n] = y[i * batch_size:i * batch_size + n]
-        mask = np.arange(len(xb)) < n
-        ls, c = eval_step(model, jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(mask))
-        loss_sum, correct = loss_sum + float(ls), correct + float(c)
-    return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+    def host_batches():
+        for i, (xb, n) in enumerate(padded_batches(x, batch_size)):
+            yb = np.zeros(len(xb), np.int32)
+            yb[:n] = y[i * batch_size:i * batch_size + n]
+            yield xb, yb, np.arange(len(xb)) < n
+
+    sums = [eval_step(model, *b) for b in on_device(host_batches())]  # dispatched without waiting
+    return {"loss": sum(float(s[0]) for s in sums) / len(x), "accuracy": sum(float(s[1]) for s in sums) / len(x)}
 
 
 @dataclasses.dataclass
@@ -178,29 +180,38 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
         mesh=None, progress: bool = False) -> History:
     """Train ``model`` in place for ``epochs`` epochs and return its :class:`History`.
 
-    ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch) or an (x, y)
-    pair (then ``test`` may give one). Batches are shuffled with ``seed + epoch`` and the last partial batch is
-    dropped so the step compiles once. With ``verbose`` one line per epoch is printed (rounded, so it is the
+    ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch), an (x, y)
+    pair (then ``test`` may give one), or a source already on the device (:mod:`course.device_data`:
+    ``DeviceData``, ``SyntheticData``). The training split goes to the device once and every batch is gathered
+    there. Batches are shuffled with ``seed + epoch`` (the order of ``course.data.batches``) and the last partial
+    batch is dropped so the step compiles once. With ``verbose`` one line per epoch is printed (rounded, so it is the
     same on every machine). ``callback(epoch, model, history)`` runs after each epoch; it may write lists
     into ``history.extra``. ``first_epoch`` > 1 continues a resumed run (epochs first_epoch..epochs).
     ``mesh`` (see :mod:`course.parallel`) splits every batch across its devices. ``progress`` draws a progress
     bar (tqdm) on stderr when stderr is a terminal (never in a notebook, so stored outputs stay reproducible).
     """
-    if isinstance(data, Dataset):
+    if isinstance(data, (DeviceData, SyntheticData)):
+        source, test = data, (getattr(data, "test", None) if test is None else test)
+    elif isinstance(data, Dataset):
+        source, test = None, ((data.x_test, data.y_test) if test is None else test)
         x, y = data.x_train, data.y_train
-        test = (data.x_test, data.y_test) if test is None else test
     else:
-        x, y = data
-    if len(x) < batch_size:
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(x)} training examples; "
-                         f"use batch_size <= {len(x)}")
+        source, (x, y) = None, data
+    n = len(source) if source is not None else len(x)
+    if n < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples; "
+                         f"use batch_size <= {n}")
     opt = optimizer if optimizer is not None else make_optimizer(model, lr, tx)
     if mesh is not None:
-        from course.parallel import replicate, shard_batch
+        from course.parallel import replicate
 
         replicate(mesh, model, opt)
-    put = (lambda *a: shard_batch(mesh, *a)) if mesh is not None else (lambda *a: [jnp.asarray(v) for v in a])
-    bar = tqdm(total=(epochs - first_epoch + 1) * (len(x) // batch_size), unit="step", leave=False,
+    if source is None:
+        source = DeviceData(x, y, mesh)  # on the device once; batches are gathered there
+    elif source.mesh is not mesh:
+        raise ValueError("the data source and fit were given different meshes; build the DeviceData or "
+                         "SyntheticData with mesh=the mesh passed to fit")
+    bar = tqdm(total=(epochs - first_epoch + 1) * (n // batch_size), unit="step", leave=False,
                disable=not (progress and sys.stderr.isatty()))
     hist = History()
     for epoch in range(first_epoch, epochs + 1):
@@ -208,8 +219,8 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
         model.train()
         static, leaves = split_state(model, opt)  # train mode is part of graphdef: split after model.train()
         losses, accs = [], []
-        for xb, yb in batches(x, y, batch_size, shuffle=True, seed=seed + epoch, drop_last=True):
-            leaves, loss, acc = pure_train_step(static, leaves, *put(xb, yb), loss_params, loss_fn)
+        for xb, yb in source.epoch(batch_size, seed + epoch):
+            leaves, loss, acc = pure_train_step(static, leaves, xb, yb, loss_params, loss_fn)
             losses.append(loss)
             accs.append(acc)
             bar.update()

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from course import bench
+from course import bench, counting, models
 
 
 @pytest.mark.parametrize("kind, dtype, peak", [
@@ -35,6 +35,10 @@ def test_bad_bench_arguments_are_clear_errors():
 
 def test_bench_json_command_prints_one_object_per_model():
     out = subprocess.run([sys.executable, "-m", "course", "bench", "small_cnn", "--batch", "8", "--steps", "2",
-                          "--json"], capture_output=True, text=True, timeout=300, check=True).stdout
+                          "--size", "12", "--channels", "3", "--json"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 1 and rows[0]["model"] == "small_cnn" and rows[0]["batch"] == 8
+    # the MACs of a 12x12x3 input, not of the model's own 16x16x1: the shape reached the benchmark
+    assert rows[0]["macs_per_example"] == counting.count(models.build("small_cnn", input_shape=(12, 12, 3),
+                                                                      abstract=True), (12, 12, 3)).macs

@@ -113,10 +113,15 @@ EIGHT_DEVICES = textwrap.dedent("""
     for a, b in zip(s1, s8):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     print("8-device run matches", len(s1), "arrays")
-    # the mesh is really used: each batch leaf split 8 ways, every weight of the trained model replicated
+    # the mesh is really used: each batch fit gathers (or generates) on the devices is split 8 ways, every
+    # weight of the trained model replicated
+    from course.device_data import DeviceData, SyntheticData
     mesh = parallel.make_mesh(8)
-    xb, yb = parallel.shard_batch(mesh, ds.x_train[:64], ds.y_train[:64])
-    assert [s.data.shape[0] for s in xb.addressable_shards] == [8] * 8 and len(yb.addressable_shards) == 8
+    for source in (DeviceData(ds.x_train, ds.y_train, mesh), SyntheticData((8, 8, 1), 10, 128, mesh=mesh)):
+        xb, yb = next(source.epoch(64, 0))
+        for a in (xb, yb):
+            assert [s.data.shape[0] for s in a.addressable_shards] == [8] * 8, a.sharding
+            assert len({s.device for s in a.addressable_shards}) == 8
     m = DropBN(nnx.Rngs(0))
     opt = training.make_optimizer(m, 1e-2)
     parallel.replicate(mesh, m, opt)
