@@ -3,6 +3,7 @@
 #   make test        set up and run the whole test suite: pytest, strict nbval over every notebook on its stored
 #                    outputs, then the notebooks of SEED_CHECKED executed again at SEED=$(OTHER_SEED) and compared
 #                    with the same outputs, within the tolerances their cells declare (tests/nbval_tolerance.py)
+#   make quick       the unit tests without the slow ones (a minute): the loop while editing
 #   make notebooks   execute every notebook headless on CPU and rewrite its stored outputs
 #   make bench       per-step time of each model's train step at the notebook scale
 #   make slides | students | site | map    classroom material in build/ (map: docs/course_map.png)
@@ -27,7 +28,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED = 0
 
-.PHONY: setup lab test unit nbval nbval-stored nbval-seed notebooks bench bench-gpu slides students site map browser clean
+.PHONY: setup lab test unit quick nbval nbval-stored nbval-seed notebooks bench bench-gpu slides students site map browser clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +46,10 @@ test: unit nbval
 
 unit: setup browser
 	$(BIN)/pytest tests -q
+
+# The unit tests without those marked slow (subprocesses, notebooks, end-to-end training): a quick check while editing.
+quick: setup
+	$(BIN)/pytest tests -q -m "not slow"
 
 nbval: nbval-stored nbval-seed
 

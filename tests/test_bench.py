@@ -33,6 +33,7 @@ def test_bad_bench_arguments_are_clear_errors():
         bench.bench_train_step("small_cnn", batch=0)
 
 
+@pytest.mark.slow
 def test_bench_json_command_prints_one_object_per_model():
     out = subprocess.run([sys.executable, "-m", "course", "bench", "small_cnn", "--batch", "8", "--steps", "2",
                           "--size", "12", "--channels", "3", "--json"],

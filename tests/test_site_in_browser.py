@@ -14,6 +14,8 @@ import pytest
 
 from tools import classroom
 
+pytestmark = pytest.mark.slow  # builds the site and the decks, starts a browser
+
 CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--window-size=1280,800"]

@@ -18,6 +18,7 @@ def params(model):
     return [np.asarray(v) for v in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, capsys):
     straight = train_command.train_run("small_cnn", "digits", epochs=3, seed=1, verbose=False)
     train_command.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False)
@@ -131,6 +132,7 @@ EIGHT_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_eight_simulated_devices_match_one(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,6 +153,7 @@ def _corrupt(step_dir):
         f.write_bytes(bytes(raw))
 
 
+@pytest.mark.slow
 def test_a_corrupt_latest_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     train_command.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False, progress=False)
     _corrupt(tmp_path / "2")

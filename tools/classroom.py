@@ -134,7 +134,7 @@ def course_map(items: list[NotebookInfo]):
         x, y = pos[i.number]
         ax.add_patch(FancyBboxPatch((x, y - h), w, h, boxstyle="round,pad=0.05", fc="#eef3fb", ec="#3b6ea8"))
         ax.text(x + 0.12, y - 0.18, f"{i.number} {i.title}", fontsize=9, fontweight="bold", va="top", wrap=True)
-        ax.text(x + 0.12, y - 0.62, "\n".join(f"• {c}" for c in i.concepts[:5]), fontsize=7.5, va="top")
+        ax.text(x + 0.12, y - 0.62, "\n".join(f"• {c}" for c in i.concepts[:5]), fontsize=9, va="top")
         for r in i.requires:
             rx, ry = pos[r]
             ax.add_patch(FancyArrowPatch((rx + w, ry - h / 2), (x, y - h / 2), arrowstyle="-|>", mutation_scale=12,

@@ -128,7 +128,7 @@ def plot_spread_bars(groups: Mapping[str, Mapping[str, Spread]], ylabel: str = "
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=9, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -147,7 +147,7 @@ def plot_spectra(spectra: Mapping[str, Sequence[np.ndarray]], top: int = 20, fig
     ax.set_ylabel("variance of the standardised features", fontsize=9)
     ax.set_xticks(range(1, top + 1, 2))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -173,7 +173,7 @@ def plot_score_map(image: np.ndarray, scores: np.ndarray, classes: Sequence[str]
         ax.set_xticks([])
         ax.set_yticks([])
     cb = fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02)
-    cb.ax.tick_params(labelsize=8)
+    cb.ax.tick_params(labelsize=9)
     cb.set_label("class score (logit)", fontsize=9)
     return fig
 

@@ -200,7 +200,7 @@ def plot_strategies(acc: Mapping[str, Mapping[str, Mapping[str, object]]], memor
             bars = ax.bar(x + (i - 1) * 0.27, m, 0.27, yerr=sd, capsize=2, error_kw={"lw": 0.8}, label=split)
             for b, v, e in zip(bars, m, sd):
                 ax.text(b.get_x() + b.get_width() / 2, v + e + 0.015, f"{v:.2f}", ha="center", va="bottom",
-                        fontsize=8, rotation=90)
+                        fontsize=9, rotation=90)
         ax.set_xticks(x)
         ax.set_xticklabels([f"{n}\n{memory_kib[n]:.0f} KiB" for n in names], fontsize=9)
         ax.set_title(f"{scenario}: " + ("no task label, argmax over all classes" if scenario == "class-IL"
@@ -255,7 +255,7 @@ def plot_accuracy_matrices(mats: Mapping[str, tuple[np.ndarray, np.ndarray]], ta
         im = ax.imshow(np.ma.masked_invalid(m), cmap="viridis", vmin=0, vmax=1)
         for t in range(T):
             for j in range(t + 1):
-                ax.text(j, t, f"{m[t, j]:.2f}\n±{sd[t, j]:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, t, f"{m[t, j]:.2f}\n±{sd[t, j]:.2f}", ha="center", va="center", fontsize=9,
                         color="white" if m[t, j] < 0.6 else "black")
         ax.set_xticks(range(T))
         ax.set_xticklabels(task_names, fontsize=9, rotation=45)
