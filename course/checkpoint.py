@@ -4,6 +4,12 @@ Everything that determines the rest of the run is saved: parameters, BatchNorm s
 streams (all part of ``nnx.state(model)``), the optimizer's moments and step count, and the epoch. Batch order
 is a function of (seed, epoch), so a run resumed from epoch k continues exactly as if it had not stopped
 (tests/test_train_cli.py checks that to the bit).
+
+Orbax stores float arrays without a checksum: a flipped byte in a data file restores silently, as different
+weights (measured: a bit flipped at 30, 50, 70 or 90% of a 64x64 float32 array's file restored without an error
+every time, with other values). So :func:`save` also writes the sha256 of every file of the checkpoint
+(``<epoch>.sha256.json`` beside it) and :func:`restore` checks them first: a damaged checkpoint is named, never
+loaded.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from course.features import file_sha256
 
 
 class CheckpointError(ValueError):
@@ -36,6 +44,32 @@ def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Op
     with _manager(directory) as mngr:
         mngr.save(epoch, args=ocp.args.StandardSave(_pure(model, optimizer)))
         mngr.wait_until_finished()
+        kept = {str(s) for s in mngr.all_steps()}
+    _sums_path(directory, epoch).write_text(json.dumps(_file_sums(directory / str(epoch)), indent=1))
+    for old in directory.glob("*.sha256.json"):  # checkpoints the manager deleted
+        if old.name.split(".")[0] not in kept:
+            old.unlink()
+
+
+def _sums_path(directory: Path, epoch: int) -> Path:
+    return directory / f"{epoch}.sha256.json"
+
+
+def _file_sums(step_dir: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file of one saved epoch."""
+    return {str(f.relative_to(step_dir)): file_sha256(f) for f in sorted(step_dir.rglob("*")) if f.is_file()}
+
+
+def _check_sums(directory: Path, epoch: int) -> None:
+    """Raise ValueError naming the first file of checkpoint ``epoch`` whose bytes changed since it was saved."""
+    path = _sums_path(directory, epoch)
+    if not path.exists():
+        raise ValueError(f"{path.name} is missing, so its files cannot be verified")
+    saved, now = json.loads(path.read_text()), _file_sums(directory / str(epoch))
+    for name, digest in saved.items():
+        if now.get(name) != digest:
+            what = "is missing" if name not in now else "changed since it was saved (sha256 mismatch)"
+            raise ValueError(f"file {name} {what}")
 
 
 def latest_epoch(directory: str | Path) -> int | None:
@@ -69,6 +103,7 @@ def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, 
     with _manager(directory) as mngr:
         for epoch in sorted(mngr.all_steps(), reverse=True):
             try:
+                _check_sums(directory, epoch)
                 restored = mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
                 break
             except Exception as e:  # orbax/tensorstore raise many types; the first line says what broke

@@ -153,6 +153,26 @@ def _corrupt(step_dir):
         f.write_bytes(bytes(raw))
 
 
+def test_one_flipped_bit_is_caught_although_orbax_would_restore_it(tmp_path):
+    """Orbax has no checksum for float data: without course.checkpoint's sha256 list this restores silently."""
+    m = models.build("small_cnn", seed=5)
+    opt = training.make_optimizer(m, 1e-3)
+    meta = {"run": "a"}
+    for epoch in (1, 2):
+        checkpoint.save(tmp_path, epoch, m, opt, meta)
+    assert sorted(p.name for p in tmp_path.glob("*.sha256.json")) == ["1.sha256.json", "2.sha256.json"]
+    biggest = max((f for f in (tmp_path / "2").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    biggest.write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError, match=r"epoch 2 .*sha256 mismatch"):
+        checkpoint.restore(tmp_path, m, opt, meta, fallback=False)
+    with pytest.warns(checkpoint.CheckpointWarning, match="damaged checkpoint skipped: epoch 2"):
+        assert checkpoint.restore(tmp_path, m, opt, meta) == 1
+    checkpoint.save(tmp_path, 3, m, opt, meta)  # keeps two: epoch 1's checkpoint and its checksums go
+    assert sorted(p.name for p in tmp_path.glob("*.sha256.json")) == ["2.sha256.json", "3.sha256.json"]
+
+
 @pytest.mark.slow
 def test_a_corrupt_latest_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     train_command.train_run("small_cnn", "digits", epochs=2, seed=1, checkpoint_dir=tmp_path, verbose=False, progress=False)
