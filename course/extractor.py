@@ -16,6 +16,8 @@ Trained weights are cached in ``course.cache_dir() / "extractors"`` through the 
 and the sha256 of the npz. The key hashes the config, :data:`CODE_VERSION` and JAX's PRNG implementation (it
 changes the initial weights). :func:`load_extractor` says in one line what it did: trained a missing entry,
 rebuilt a stale one (same name, another key), rebuilt a corrupt one (checksum mismatch, unreadable), or loaded.
+(The store, not Orbax: it checks a sha256 of the whole file, and Orbax restores a flipped byte of float data
+silently; see :mod:`course.checkpoint`, which adds the same check to Orbax's checkpoints.)
 """
 from __future__ import annotations
 
