@@ -3,6 +3,7 @@ connected layer (vs a convolution with the same filter everywhere), occlusion ma
 only, and the per-layer measurements of course.lessons.why_convnets_work."""
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from flax import nnx
@@ -189,3 +190,65 @@ def test_label_purity_of_perfect_and_of_blind_detectors():
     blind = np.random.default_rng(0).uniform(size=(3000, 1, 1, 50))
     many = np.random.default_rng(1).integers(0, 10, 3000)
     assert abs(lesson.label_purity(blind, many) - lesson.chance_purity(many)) < 0.05
+
+
+# ---------------------------------------------------------------------------------------------- first-layer filters
+def _kernels(*filters):
+    """(3, 3) arrays -> (3, 3, 1, C)."""
+    return np.stack(filters, axis=-1)[:, :, None, :].astype(np.float64)
+
+
+def test_filter_parts_of_pure_patterns_known_by_construction():
+    ones = np.ones((3, 3))
+    sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])  # Sobel: a ramp along x (edge runs vertically)
+    ramp_y = np.array([[-1, -1, -1], [0, 0, 0], [1, 1, 1]])  # brightness grows downwards
+    diag = np.array([[-2, -1, 0], [-1, 0, 1], [0, 1, 2]])  # ramp along x + y: 45 degrees (y points down)
+    checker = np.array([[1, -1, 1], [-1, 1, -1], [1, -1, 1]]) - 1 / 9  # zero-mean, symmetric: no ramp in it
+    p = lesson.filter_parts(_kernels(ones, sobel_x, ramp_y, diag, checker, 3 * ones + ramp_y))
+    np.testing.assert_allclose(p["brightness"] + p["edge"] + p["rest"], 1, atol=1e-12)
+    np.testing.assert_allclose(p["brightness"][:1], 1, atol=1e-12)
+    # the Sobel filter is not a pure ramp (its middle row weighs 2): its edge part is its projection on the ramp
+    e = np.array([-1, 0, 1, -1, 0, 1, -1, 0, 1]) / np.sqrt(6)  # unit ramp along x, by hand
+    np.testing.assert_allclose(p["edge"][1], (e @ sobel_x.ravel()) ** 2 / (sobel_x ** 2).sum(), atol=1e-12)
+    np.testing.assert_allclose(p["edge"][2:4], 1, atol=1e-12)
+    np.testing.assert_allclose(p["theta"][1:4], [0, 90, 45], atol=1e-9)
+    np.testing.assert_allclose(p["rest"][4], 1, atol=1e-12)
+    np.testing.assert_allclose(p["edge_share"][[2, 4, 5]], [1, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(p["brightness"][5], 81 / (81 + 6), atol=1e-12)  # 3 * ones: energy 81; ramp: 6
+
+
+def test_filter_parts_of_random_filters_match_chance_and_scale_does_not_matter():
+    w = np.random.default_rng(0).standard_normal((3, 3, 1, 20000))
+    p, chance = lesson.filter_parts(w), lesson.chance_parts(3)
+    for name in ("brightness", "edge", "rest"):
+        assert abs(p[name].mean() - chance[name]) < 0.01, name
+    np.testing.assert_allclose(chance["brightness"] + chance["edge"] + chance["rest"], 1)
+    q = lesson.filter_parts(7.5 * w[..., :50])
+    for name in ("brightness", "edge", "rest", "edge_share", "theta"):
+        np.testing.assert_allclose(q[name], p[name][:50], atol=1e-9)
+    with pytest.raises(ValueError, match=r"\(K, K, 1, C\)"):
+        lesson.filter_parts(np.zeros((3, 3, 2, 4)))
+
+
+def test_patch_parts_of_flat_and_of_ramp_images():
+    flat = np.full((2, 6, 6, 1), 0.5)
+    assert lesson.patch_parts(flat) == pytest.approx({"brightness": 1.0, "edge": 0.0, "rest": 0.0}, abs=1e-12)
+    ramp = np.broadcast_to(np.arange(6.0)[None, None, :, None], (2, 6, 6, 1))  # every patch: constant + ramp
+    p = lesson.patch_parts(ramp)
+    # a patch starting at column a: constant a + 1 (energy 9 (a + 1)^2) plus a unit ramp (energy 6), a = 0..3
+    assert p["rest"] == pytest.approx(0, abs=1e-12) and p["edge"] == pytest.approx(24 / (9 * 30 + 24))
+    noise = np.random.default_rng(1).standard_normal((50, 10, 10, 1))
+    assert lesson.patch_parts(noise)["rest"] == pytest.approx(6 / 9, abs=0.02)
+
+
+def test_filters_figure_has_labelled_rows_and_shared_scales():
+    rng = np.random.default_rng(0)
+    k0, k1 = rng.standard_normal((3, 3, 1, 16)), rng.standard_normal((3, 3, 1, 16))
+    fig = lesson.filters_figure(k0, k1, rng.uniform(size=(16, 16, 1)), rng.uniform(size=(16, 16, 16)))
+    axes = fig.axes[:36]
+    assert axes[1].images[0].get_clim() == axes[10].images[0].get_clim()  # initial and trained: one scale
+    labels = [t.get_text() for ax in axes for t in ax.texts] + [ax.get_ylabel() for ax in axes]
+    assert "initial" in labels and "trained" in labels and any("feature maps" in s for s in labels)
+    sizes = [t.get_fontsize() for ax in fig.axes for t in ax.texts + [ax.title, ax.yaxis.label] if t.get_text()]
+    assert min(sizes) >= 9
+    plt.close(fig)

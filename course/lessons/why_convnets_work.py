@@ -4,7 +4,8 @@ Sources: LeCun et al., "Gradient-based learning applied to document recognition"
 sharing and pooling; Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks" (ECCV 2014) for the
 occlusion maps (Sec. 4.2, Fig. 7, a grey square slid over the image) and invariance against depth (Sec. 4.4,
 Fig. 5: the distance between the feature vectors of an image and of its transformed copy, layer by layer);
-Jaderberg et al., "Spatial Transformer Networks" (NeurIPS 2015) for the resampler.
+Jaderberg et al., "Spatial Transformer Networks" (NeurIPS 2015) for the resampler; Hubel & Wiesel (1962) and
+Zeiler & Fergus (Fig. 2, layer 1) for first-layer units as oriented edge detectors.
 
 Every function takes data (arrays, models, lists of runs) and returns numbers or a ``Figure``; none calls
 ``plt.show()`` or reads a notebook's globals.
@@ -38,7 +39,7 @@ def train_runs(names: Sequence[str], make_data: Callable[[int], data.Dataset], s
     for seed in seed_list:
         ds = make_data(seed)
         for name in names:
-            model = models.build(name, seed=seed, input_shape=ds.input_shape)
+            model = models.build(name, seed=seed, input_shape=ds.input_shape, num_classes=ds.num_classes)
             hist = training.fit(model, ds, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=False)
             model.test_accuracy, model.train_accuracy = hist.test_accuracy[-1], hist.train_accuracy[-1]
             out[name].append(model)
@@ -187,6 +188,93 @@ def occlusion_figure(images: np.ndarray, maps: np.ndarray, titles: Sequence[str]
     axes[1, 0].set_ylabel("drop in p(label)", fontsize=FONT)
     cb = fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.025, pad=0.02)
     cb.ax.tick_params(labelsize=9)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# First-layer filters as oriented edge detectors (Hubel & Wiesel 1962; Zeiler & Fergus 2014, Fig. 2, layer 1)
+def filter_parts(kernels: np.ndarray) -> dict[str, np.ndarray]:
+    """Split every filter of ``kernels`` (K, K, 1, C) into three orthogonal parts and return the fraction of its
+    energy (sum of squared weights) in each, (C,) arrays that sum to 1:
+
+    - ``brightness``: the constant part (the filter's mean times a filter of ones): responds to local brightness;
+    - ``edge``: the best-fitting intensity ramp ``b (x cos θ + y sin θ)`` (x to the right, y down, centred on the
+      middle tap): the linear approximation of an oriented edge detector, which responds to the brightness
+      gradient along θ;
+    - ``rest``: everything else (K**2 - 3 dimensions: spots, bars, checkerboards, noise).
+
+    Also ``edge_share`` = edge / (edge + rest), how much of the filter's zero-mean pattern is an oriented edge,
+    and ``theta`` (C,), the direction of the ramp in degrees in [0, 180) (the edge runs perpendicular to it).
+    A filter of independent Gaussian weights has on average the fractions :func:`chance_parts` returns."""
+    if kernels.ndim != 4 or kernels.shape[0] != kernels.shape[1] or kernels.shape[2] != 1:
+        raise ValueError(f"kernels must be (K, K, 1, C), square with one input channel; got shape {kernels.shape}")
+    k = kernels.shape[0]
+    c = np.arange(k) - (k - 1) / 2
+    yy, xx = np.meshgrid(c, c, indexing="ij")  # (K, K): row = y (down), column = x (right)
+    ones = np.full(k * k, 1 / k)  # unit-length constant pattern
+    rx, ry = xx.ravel() / np.linalg.norm(xx), yy.ravel() / np.linalg.norm(yy)  # unit ramps, orthogonal to ones
+    w = kernels.reshape(k * k, -1)  # (K*K, C)
+    energy = np.maximum((w ** 2).sum(0), 1e-30)
+    bx, by = rx @ w, ry @ w  # (C,) each
+    brightness, edge = (ones @ w) ** 2 / energy, (bx ** 2 + by ** 2) / energy
+    rest = 1 - brightness - edge
+    return {"brightness": brightness, "edge": edge, "rest": rest,
+            "edge_share": edge / np.maximum(edge + rest, 1e-30), "theta": np.degrees(np.arctan2(by, bx)) % 180}
+
+
+def chance_parts(k: int = 3) -> dict[str, float]:
+    """The mean of :func:`filter_parts` for a K x K filter of independent Gaussian weights (any scale): a random
+    direction puts on average d / K**2 of its squared length in a d-dimensional subspace, so brightness 1/K**2,
+    edge 2/K**2, rest (K**2 - 3)/K**2, and edge_share 2/(K**2 - 1)."""
+    n = k * k
+    return {"brightness": 1 / n, "edge": 2 / n, "rest": (n - 3) / n, "edge_share": 2 / (n - 1)}
+
+
+def patch_parts(images: np.ndarray, k: int = 3) -> dict[str, float]:
+    """:func:`filter_parts` of the images' own K x K patches (N, H, W, 1): the fraction of the patches' total
+    energy in brightness, edge and rest. A filter's gradient is a weighted sum of such patches, so this is where
+    training can write into a first-layer filter."""
+    p = np.lib.stride_tricks.sliding_window_view(images[..., 0], (k, k), axis=(1, 2))  # (N, H-k+1, W-k+1, k, k)
+    p = p.reshape(-1, k, k).transpose(1, 2, 0)[:, :, None, :]  # (k, k, 1, patches)
+    parts = filter_parts(p)
+    energy = (p ** 2).sum(axis=(0, 1, 2))
+    return {name: float((parts[name] * energy).sum() / energy.sum()) for name in ("brightness", "edge", "rest")}
+
+
+def filters_figure(initial: np.ndarray, trained: np.ndarray, image: np.ndarray, maps: np.ndarray,
+                   n: int = 8, figsize: tuple[float, float] = (10, 5.6)) -> Figure:
+    """Four labelled rows for the first ``n`` filters of a first layer (K, K, 1, C): the initial filters, the
+    trained ones (these two rows on one symmetric colour scale), their difference (what training wrote, on its
+    own symmetric scale, titled with its :func:`filter_parts` edge share), each row with a colour bar; and the
+    trained layer's feature maps (H, W, C) of ``image`` (H, W, 1), shown in the left column of the last row."""
+    fig, axes = plt.subplots(4, n + 1, figsize=figsize, squeeze=False)
+    update = trained - initial
+    share = filter_parts(update)["edge_share"]
+    rows = [("initial", initial), ("trained", trained), ("update =\ntrained - initial\n(title: edge share)", update)]
+    shared = float(max(np.abs(initial[..., 0, :n]).max(), np.abs(trained[..., 0, :n]).max())) or 1.0
+    for r, (label, k) in enumerate(rows):
+        m = shared if r < 2 else (float(np.abs(k[..., 0, :n]).max()) or 1.0)  # initial, trained: one scale
+        axes[r, 0].axis("off")
+        axes[r, 0].text(1.0, 0.5, label, ha="right", va="center", fontsize=9, transform=axes[r, 0].transAxes)
+        for c in range(n):
+            im = axes[r, c + 1].imshow(k[:, :, 0, c], cmap="RdBu_r", vmin=-m, vmax=m)
+            if r == 2:
+                axes[r, c + 1].set_title(f"{share[c]:.2f}", fontsize=9)
+        cb = fig.colorbar(im, ax=axes[r, :].tolist(), fraction=0.02, pad=0.01)
+        cb.ax.tick_params(labelsize=9)
+    axes[3, 0].imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
+    axes[3, 0].set_title("input", fontsize=9)
+    mm = float(maps[..., :n].max()) or 1.0
+    for c in range(n):
+        im = axes[3, c + 1].imshow(maps[..., c], cmap="magma", vmin=0, vmax=mm)
+    axes[3, 0].set_ylabel("trained layer's\nfeature maps", fontsize=9)
+    cb = fig.colorbar(im, ax=axes[3, :].tolist(), fraction=0.02, pad=0.01)
+    cb.ax.tick_params(labelsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c in range(n):
+        axes[0, c + 1].set_title(f"filter {c}", fontsize=9)
     return fig
 
 
