@@ -48,3 +48,21 @@ def test_importing_course_sets_nothing_global_until_configure():
     before_prng, before_cache, after_prng, after_cache = out.stdout.split()
     assert before_prng == "threefry2x32" and before_cache == "None"
     assert after_prng == "philox4x32" and after_cache == "/tmp/course-cache-probe/jax"
+
+
+def test_the_library_never_imports_the_lessons_or_the_tools():
+    """The layout's one rule (README, "What is in the repository"): course/lessons/ may use the library, tools/
+    may use both, never the reverse. Read from every library module's import statements."""
+    import ast
+
+    upward = []
+    for path in sorted((ROOT / "course").rglob("*.py")):
+        if "lessons" in path.relative_to(ROOT / "course").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                       if n.startswith(("course.lessons", "tools")) or (n == "course" and isinstance(node, ast.ImportFrom)
+                                                                         and any(a.name == "lessons" for a in node.names))]
+    assert not upward, upward
