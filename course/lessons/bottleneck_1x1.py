@@ -7,6 +7,10 @@ own Table 1. (Formerly ``course.inception_costs``; notebook 03's gradient helper
 * :func:`compare_with_table1`: our counts (``course.counting``) grouped into Table 1's rows, beside the paper's.
 * :func:`naive_vs_reduced` and :func:`channel_growth`: the naive Inception module (Fig. 2a) against the one with
   1x1 reductions (Fig. 2b), per branch and stacked layer after layer.
+* :func:`xla_by_kernel`: XLA's FLOP count against 2 x MACs, layer kind by layer kind (``counting.reconcile``).
+* :class:`MiniInception` and :func:`train_mini`: what the reductions cost in *accuracy*: a two-module Inception
+  network on 8x8 digits, naive or with its #3x3 reduce and #5x5 reduce at a chosen width, trained and tested;
+  :func:`plot_accuracy_vs_macs` puts the seeds' mean and spread beside each model's MACs.
 
 Plots take data and return a Figure; none calls ``plt.show()``.
 """
@@ -21,9 +25,10 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from course import counting
-from course.models.inception import (PAPER_LAYOUT, ConvSpec, Inception, InceptionRow, LayoutItem,
+from course import counting, data, training
+from course.models.inception import (PAPER_LAYOUT, ConvSpec, ConvUnit, Inception, InceptionRow, LayoutItem,
                                      NaiveInception, PoolSpec)
+from course.seeds import Spread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +164,8 @@ def channel_growth(layout: Sequence[LayoutItem] = PAPER_LAYOUT, input_hw: int = 
     same pools), and return per row: input/output channels and MACs of both stacks.
 
     A naive module passes its pooled input through, so its output has in_ch + #1x1 + #3x3 + #5x5 channels and
-    every later module reads a wider input (Sec. 4: "the number of outputs increases from stage to stage").
+    every later module reads a wider input (Sec. 4: "an inevitable increase in the number of outputs from stage to
+    stage").
     """
     hw, ch = input_hw, input_ch
     naive_ch = reduced_ch = None
@@ -184,6 +190,80 @@ def channel_growth(layout: Sequence[LayoutItem] = PAPER_LAYOUT, input_hw: int = 
     return rows
 
 
+_XLA_KEYS = ("macs", "flops", "padding_taps_flops", "bias_adds", "xla_formula", "xla_measured")
+
+
+def xla_by_kernel(model: nnx.Module, table: counting.CountTable) -> list[dict]:
+    """:func:`course.counting.reconcile` summed by layer kind ("Conv1x1", "Conv3x3", ..., "Linear"), one dict per
+    kind in order of first appearance: ``layers`` and the sums of MACs, FLOPs (2 x MACs), the FLOPs of kernel taps
+    that fall in the zero padding (XLA does not count them), bias adds (XLA does), XLA's count by formula and
+    XLA's own count, measured layer by layer."""
+    kind = {r.path: r.kind for r in table.rows}
+    out: dict[str, dict] = {}
+    for r in counting.reconcile(model, table):
+        d = out.setdefault(kind[r["path"]], {"kind": kind[r["path"]], "layers": 0, **{k: 0 for k in _XLA_KEYS}})
+        d["layers"] += 1
+        for k in _XLA_KEYS:
+            d[k] += r[k]
+    return list(out.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a reduction costs in accuracy
+MINI_FILTERS = (8, 16, 8, 8)  # #1x1, #3x3, #5x5, pool proj of both modules: Inception 3a's 64, 128, 32, 32 / 8
+
+
+class MiniInception(nnx.Module):
+    """Two Inception modules on 8x8 images, naive (Fig. 2a) or with 1x1 reductions (Fig. 2b) of width ``reduce``.
+
+    stem: 3x3 conv to ``width`` channels; module A at 8x8; 2x2 max pool; module B at 4x4; global average pool;
+    linear classifier. Both modules have #1x1, #3x3, #5x5 (and pool proj) = :data:`MINI_FILTERS`. With
+    ``reduce=None`` they are :class:`NaiveInception` (no reductions, the pooled input passed through, so B reads
+    a wider input); with ``reduce=r`` they are :class:`Inception` whose #3x3 reduce and #5x5 reduce are both r
+    (Szegedy et al. 2014, arXiv:1409.4842, Sec. 4: reductions "before the expensive 3x3 and 5x5 convolutions").
+    """
+
+    def __init__(self, reduce: int | None, width: int = 32, num_classes: int = 10, in_ch: int = 1, *,
+                 rngs: nnx.Rngs):
+        if reduce is not None and (isinstance(reduce, bool) or not isinstance(reduce, (int, np.integer))
+                                   or reduce < 1):
+            raise ValueError(f"reduce must be None (naive modules) or a positive int (the width of the 1x1 "
+                             f"reductions), not {reduce!r}")
+        n1x1, n3x3, n5x5, pool_proj = MINI_FILTERS
+        self.reduce = reduce
+        self.stem = ConvUnit(in_ch, width, 3, rngs=rngs)
+
+        def module(c: int) -> Inception | NaiveInception:
+            if reduce is None:
+                return NaiveInception(c, n1x1, n3x3, n5x5, rngs=rngs)
+            return Inception(c, n1x1, int(reduce), n3x3, int(reduce), n5x5, pool_proj, rngs=rngs)
+
+        self.inception_a = module(width)
+        self.inception_b = module(self.inception_a.out_ch)
+        self.fc = nnx.Linear(self.inception_b.out_ch, num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.stem(x)                                 # (B, 8, 8, width)
+        x = self.inception_a(x)                          # (B, 8, 8, a.out_ch)
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))      # (B, 4, 4, a.out_ch)
+        x = self.inception_b(x)                          # (B, 4, 4, b.out_ch)
+        return self.fc(x.mean(axis=(1, 2)))              # (B, num_classes)
+
+
+def mini_label(reduce: int | None) -> str:
+    return "naive (Fig. 2a)" if reduce is None else f"reduce to {reduce}"
+
+
+def train_mini(reduce: int | None, seed: int, epochs: int = 8, lr: float = 3e-3) -> float:
+    """Test accuracy of a :class:`MiniInception` trained with Adam on the digits (``course.data.digits``). The
+    seed picks the train/test split, the initial weights and the batch order. Models of one ``reduce`` share one
+    compiled train step, whatever the seed."""
+    ds = data.digits(seed=seed)
+    model = MiniInception(reduce, rngs=nnx.Rngs(seed))
+    training.fit(model, (ds.x_train, ds.y_train), epochs=epochs, lr=lr, seed=seed, verbose=False)
+    return training.evaluate(model, ds.x_test, ds.y_test)["accuracy"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Plots
 def plot_branch_costs(costs: Mapping[str, Mapping[str, Mapping[str, int]]], title: str = "",
@@ -201,7 +281,7 @@ def plot_branch_costs(costs: Mapping[str, Mapping[str, Mapping[str, int]]], titl
         ax.set_xticklabels(branches)
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -222,7 +302,7 @@ def plot_channel_growth(rows: Sequence[Mapping], figsize: tuple[float, float] = 
     for ax in (a, b):
         ax.set_xlabel("Inception row")
         ax.grid(alpha=0.3)
-    a.legend(fontsize=8)
+    a.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -242,14 +322,34 @@ def plot_table1_ratios(rows: Sequence[Mapping], clip: float = 10.0,
         for xi, p, s in zip(x + dx, pct, shown):
             if p != s:
                 ax.text(xi, s, f"x{1 + p / 100:.2f} ", ha="right" if dx < 0 else "left",
-                        va="bottom" if p > 0 else "top", fontsize=7)
+                        va="bottom" if p > 0 else "top", fontsize=9)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels(names)
     ax.set_ylim(-clip * 1.25, clip * 1.25)
     ax.set_ylabel("ours / paper - 1 (%)")
     ax.set_title("our counts against Table 1 (0 = agreement)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_macs(results: Mapping[str, tuple[int, Spread]], title: str = "",
+                          figsize: tuple[float, float] = (7, 3.6)) -> Figure:
+    """Test accuracy (mean over seeds, error bar = sample sd) against MACs per image (log axis), one labelled
+    point per model. ``results`` maps a label to (MACs, :class:`~course.seeds.Spread` of accuracies)."""
+    fig, ax = plt.subplots(figsize=figsize)
+    for label, (macs, acc) in results.items():
+        ax.errorbar([macs], [acc.mean], yerr=[acc.sd], fmt="o", capsize=4, ms=7)
+        ax.annotate(f"{label}\n{acc.mean:.3f} ± {acc.sd:.3f}", (macs, acc.mean), textcoords="offset points",
+                    xytext=(8, -4), fontsize=9, va="top")
+    ax.set_xscale("log")
+    lo, hi = min(m for m, _ in results.values()), max(m for m, _ in results.values())
+    ax.set_xlim(lo / 1.6, hi * 3)
+    ax.set_xlabel("MACs per image (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "accuracy against cost, mean ± sd over seeds")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
