@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from course import counting, data, training
 from course.models.inception import (PAPER_LAYOUT, ConvSpec, ConvUnit, Inception, InceptionRow, LayoutItem,
-                                     NaiveInception, PoolSpec)
+                                     NaiveInception, grid_sizes)
 from course.seeds import Spread
 
 
@@ -167,14 +167,12 @@ def channel_growth(layout: Sequence[LayoutItem] = PAPER_LAYOUT, input_hw: int = 
     every later module reads a wider input (Sec. 4: "an inevitable increase in the number of outputs from stage to
     stage").
     """
-    hw, ch = input_hw, input_ch
+    ch = input_ch
     naive_ch = reduced_ch = None
     rows = []
-    for item in layout:
+    for item, hw, _ in grid_sizes(layout, input_hw, input_hw):
         if isinstance(item, ConvSpec):
-            ch, hw = item.out, -(-hw // item.stride)
-        elif isinstance(item, PoolSpec):
-            hw = -(-hw // item.stride)
+            ch = item.out
         elif isinstance(item, InceptionRow):
             naive_ch = ch if naive_ch is None else naive_ch
             reduced_ch = ch if reduced_ch is None else reduced_ch
