@@ -252,3 +252,18 @@ def test_filters_figure_has_labelled_rows_and_shared_scales():
     sizes = [t.get_fontsize() for ax in fig.axes for t in ax.texts + [ax.title, ax.yaxis.label] if t.get_text()]
     assert min(sizes) >= 9
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- fewer examples
+def test_fewer_examples_keeps_n_distinct_images_per_class_repeated_to_full_size():
+    ds = data.digits(8)
+    few = lesson.fewer_examples(ds, 30, seed=2)
+    assert few.x_train.shape == ds.x_train.shape and few.x_test is ds.x_test
+    distinct = np.unique(few.x_train.reshape(len(few.x_train), -1), axis=0)
+    assert len(distinct) == 30
+    np.testing.assert_array_equal(np.bincount(few.y_train[:30], minlength=10), 3)  # 3 of every class
+    rows = {r.tobytes(): y for r, y in zip(ds.x_train.reshape(len(ds.x_train), -1), ds.y_train)}
+    assert all(rows[r.tobytes()] == y for r, y in zip(few.x_train.reshape(len(few.x_train), -1), few.y_train))
+    assert not np.array_equal(few.x_train[:30], lesson.fewer_examples(ds, 30, seed=3).x_train[:30])
+    with pytest.raises(ValueError, match="multiple of the 10 classes"):
+        lesson.fewer_examples(ds, 35, seed=0)

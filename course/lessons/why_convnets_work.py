@@ -51,6 +51,22 @@ def accuracies(runs: Mapping[str, Sequence[nnx.Module]], split: str = "test") ->
     return {name: Spread(tuple(float(getattr(m, f"{split}_accuracy")) for m in ms)) for name, ms in runs.items()}
 
 
+def fewer_examples(ds: data.Dataset, n: int, seed: int) -> data.Dataset:
+    """``ds`` with only ``n`` training examples, ``n // classes`` of each class drawn with ``seed``, repeated
+    (and the repeats shuffled by ``fit``) up to the original training-set size, so that a run with the same
+    epochs takes the same number of steps of the same compiled program as a run on all of ``ds``. The test
+    set is unchanged."""
+    k = n // ds.num_classes
+    if k < 1 or k * ds.num_classes != n:
+        raise ValueError(f"n={n} must be a positive multiple of the {ds.num_classes} classes")
+    order = np.random.default_rng(seed).permutation(len(ds.y_train))
+    picked = np.concatenate([order[ds.y_train[order] == c][:k] for c in range(ds.num_classes)])
+    if len(picked) < n:
+        raise ValueError(f"n={n}: some class has fewer than {k} training examples")
+    idx = np.resize(picked, len(ds.y_train))  # repeat up to the full size
+    return data.Dataset(f"{ds.name}-{n}", ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test, ds.classes)
+
+
 def permuted(ds: data.Dataset, seed: int) -> data.Dataset:
     """``ds`` with one fixed pixel permutation (drawn from ``seed``) applied to every train and test image."""
     return data.Dataset(f"{ds.name}-permuted", data.permute_pixels(ds.x_train, seed), ds.y_train,
@@ -74,16 +90,20 @@ def accuracy_on(model: nnx.Module, sets: Sequence[np.ndarray], y: np.ndarray) ->
 
 def curves_over_seeds(xs: Sequence[float], curves: Mapping[str, Sequence[Sequence[float]]], xlabel: str,
                       ylabel: str, title: str = "", chance: float | None = None,
-                      figsize: tuple[float, float] = (7, 3.6)) -> Figure:
+                      figsize: tuple[float, float] = (7, 3.6), logx: bool = False) -> Figure:
     """Mean over seeds with error bars of one sample sd, one line per name; ``curves[name]`` is a list of
-    curves (one per seed), each with one value per x."""
+    curves (one per seed), each with one value per x (ticks at the xs, on a log axis with ``logx``)."""
     fig, ax = plt.subplots(figsize=figsize)
     for name, cs in curves.items():
         mean, sd = stack(cs)  # cs: (seeds, len(xs))
         ax.errorbar(xs, mean, yerr=sd, marker="o", ms=4, capsize=3, label=f"{name} ({len(cs)} seeds)")
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    if logx:
+        ax.set_xscale("log")
+        ax.minorticks_off()
     ax.set_xticks(list(xs))
+    ax.set_xticklabels([f"{x:,}" for x in xs])
     ax.set_xlabel(xlabel, fontsize=FONT)
     _accuracy_axes(ax, ylabel, title)
     ax.grid(alpha=0.3)
