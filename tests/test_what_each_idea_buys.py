@@ -1,0 +1,160 @@
+"""Notebook 08's models and helpers: every family's count against a hand derivation, the Pareto front on known sets.
+
+The hand derivations write each layer out from its sizes (weights + biases, BatchNorm scale + shift; MACs =
+output positions x output channels x kernel taps x input channels), independently of course.counting's code path.
+Inputs are 12x12x1, the notebook's small scale.
+"""
+import numpy as np
+import pytest
+
+from course.lessons import what_each_idea_buys as lesson
+
+SHAPE = (12, 12, 1)
+MEMBERS = {m.name: m for m in lesson.members()}
+
+
+def conv(k, cin, cout, positions, bias=True, bn=False):
+    """(params, MACs) of a k x k conv at ``positions`` output pixels, with bias or with BatchNorm after it."""
+    return k * k * cin * cout + (cout if bias else 0) + (2 * cout if bn else 0), positions * k * k * cin * cout
+
+
+def total(*layers):
+    return tuple(map(sum, zip(*layers)))
+
+
+def dense(a, b):
+    return a * b + b, a * b
+
+
+HAND = {
+    # flatten 144 -> 64 -> 10
+    "MLP-64": total(dense(144, 64), dense(64, 10)),
+    # conv 1->8 at 12x12, pool, 8->16 at 6x6, pool, 16->32 at 3x3, GAP, fc 32->10
+    "CNN-8": total(conv(3, 1, 8, 144), conv(3, 8, 16, 36), conv(3, 16, 32, 9), dense(32, 10)),
+    # stem 1->8; Inception(8; 1x1 4, 3x3 4->8, 5x5 2->4, pool proj 4) at 12x12 -> 20 channels; pool;
+    # Inception(20; 8, 8->16, 2->4, 4) at 6x6 -> 32 channels; GAP; fc
+    "Inception-S": total(conv(3, 1, 8, 144),
+                         conv(1, 8, 4, 144), conv(1, 8, 4, 144), conv(3, 4, 8, 144), conv(1, 8, 2, 144),
+                         conv(5, 2, 4, 144), conv(1, 8, 4, 144),
+                         conv(1, 20, 8, 36), conv(1, 20, 8, 36), conv(3, 8, 16, 36), conv(1, 20, 2, 36),
+                         conv(5, 2, 4, 36), conv(1, 20, 4, 36), dense(32, 10)),
+    # stem 1->8; naive(8; 1x1 4, 3x3 8, 5x5 4, pool passes 8) -> 24; pool; naive(24; 8, 16, 4, +24) -> 52
+    "Inception-naive-S": total(conv(3, 1, 8, 144),
+                               conv(1, 8, 4, 144), conv(3, 8, 8, 144), conv(5, 8, 4, 144),
+                               conv(1, 24, 8, 36), conv(3, 24, 16, 36), conv(5, 24, 4, 36), dense(52, 10)),
+    # 3x3 stem 1->8 + BN; basic block 8->8 at 12x12; 8->16 stride 2 (6x6); 16->32 stride 2 (3x3); zero-padded
+    # shortcuts have no parameters; convs have no bias
+    "ResNet-8": total(conv(3, 1, 8, 144, False, True),
+                      conv(3, 8, 8, 144, False, True), conv(3, 8, 8, 144, False, True),
+                      conv(3, 8, 16, 36, False, True), conv(3, 16, 16, 36, False, True),
+                      conv(3, 16, 32, 9, False, True), conv(3, 32, 32, 9, False, True), dense(32, 10)),
+    # bottleneck blocks, stride in the 3x3 (v1.5): the first 1x1 of a downsampling block runs at the input size
+    "ResNet-bneck-11": total(conv(3, 1, 4, 144, False, True),
+                             conv(1, 4, 4, 144, False, True), conv(3, 4, 4, 144, False, True),
+                             conv(1, 4, 16, 144, False, True),
+                             conv(1, 16, 8, 144, False, True), conv(3, 8, 8, 36, False, True),
+                             conv(1, 8, 32, 36, False, True),
+                             conv(1, 32, 16, 36, False, True), conv(3, 16, 16, 9, False, True),
+                             conv(1, 16, 64, 9, False, True), dense(64, 10)),
+}
+HAND["plain-8"] = HAND["ResNet-8"]  # the same network with its shortcuts off
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return lesson.counts(list(MEMBERS.values()), SHAPE)
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_counts_match_a_hand_derivation(tables, name):
+    params, macs = HAND[name]
+    assert (tables[name].params_total, tables[name].macs) == (params, macs)
+
+
+def test_every_family_has_a_hand_checked_member_and_two_sizes():
+    fams = {m.family for m in MEMBERS.values()}
+    assert {MEMBERS[n].family for n in HAND} == fams
+    for fam in fams:
+        assert sum(m.family == fam for m in MEMBERS.values()) >= 2, fam
+
+
+def test_sizes_grow_within_a_family_and_reductions_cut_macs(tables):
+    by_family = {}
+    for m in lesson.members():
+        by_family.setdefault(m.family, []).append(tables[m.name].macs)
+    assert all(a < b for v in by_family.values() for a, b in zip(v, v[1:]))
+    for size in "SL":
+        assert tables[f"Inception-{size}"].macs < tables[f"Inception-naive-{size}"].macs
+
+
+def test_plain_member_runs_without_shortcuts():
+    import jax
+
+    x = jax.random.uniform(jax.random.key(0), (2, *SHAPE))
+    plain = lesson.build(MEMBERS["plain-8"], SHAPE, 3)
+    res = lesson.build(MEMBERS["ResNet-8"], SHAPE, 3)
+    plain.eval(), res.eval()
+    assert float(plain.shortcut_gate[...]) == 0.0 and float(res.shortcut_gate[...]) == 1.0
+    assert not np.allclose(np.asarray(plain(x)), np.asarray(res(x)))
+
+
+def test_pareto_front_on_a_known_set():
+    # cost, accuracy: (1, .5) front; (2, .4) dominated by it; (3, .9) front; (3, .8) dominated; (5, .9) dominated
+    # (same accuracy, more cost); (6, .95) front
+    costs = [1, 2, 3, 3, 5, 6]
+    accs = [0.5, 0.4, 0.9, 0.8, 0.9, 0.95]
+    assert lesson.pareto_front(costs, accs) == [True, False, True, False, False, True]
+    assert lesson.pareto_front([1.0], [0.1]) == [True]
+    assert lesson.pareto_front([1, 1], [0.5, 0.5]) == [True, True]  # ties dominate nobody
+
+
+@pytest.mark.parametrize("costs, accs, match", [
+    ([1, 2], [0.5], "same length"),
+    ([], [], "at least one"),
+    ([1, 2], [0.5, float("nan")], "finite"),
+])
+def test_pareto_front_bad_input_is_a_clear_error(costs, accs, match):
+    with pytest.raises(ValueError, match=match):
+        lesson.pareto_front(costs, accs)
+
+
+def test_inception_rows_are_checked():
+    from flax import nnx
+
+    with pytest.raises(ValueError, match="two .*tuples"):
+        lesson.InceptionNet(1, 10, 8, ((4, 4, 8, 2, 4, 4),), rngs=nnx.Rngs(0))
+
+
+def test_run_study_and_step_seconds_reject_empty_input():
+    with pytest.raises(ValueError, match="seed_list is empty"):
+        lesson.run_study(list(MEMBERS.values())[:1], lambda s: None, [], epochs=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        lesson.step_seconds(MEMBERS["MLP-64"], SHAPE, steps=0)
+
+
+def test_run_study_trains_and_summarises_over_seeds():
+    from course import data
+
+    ds = data.digits(12)
+    small = data.Dataset("d", ds.x_train[:256], ds.y_train[:256], ds.x_test[:128], ds.y_test[:128], ds.classes)
+    res = lesson.run_study([MEMBERS["MLP-64"]], lambda s: small, [0, 1], epochs=2)
+    spread = res["MLP-64"]["test"]
+    assert len(spread.values) == 2 and 0.0 <= spread.mean <= 1.0
+    assert res["MLP-64"]["train"].mean > 0.2  # better than chance (0.1) after 8 steps of Adam at lr 3e-3
+
+
+def test_table_lists_every_member(tables):
+    from course.seeds import Spread
+
+    res = {n: {"test": Spread((0.5, 0.6)), "train": Spread((0.7, 0.7))} for n in MEMBERS}
+    text = lesson.table(list(MEMBERS.values()), tables, res)
+    assert all(n in text for n in MEMBERS) and "0.550 ± 0.071" in text and "9,930" in text
+
+
+def test_every_member_builds_for_cifar_inputs():
+    """SCALE = "full" builds the same members for 32x32x3 CIFAR-10 images; the MLP's first layer grows with the
+    input, the convolutional members' parameters do not (global average pool), except for the stem's input channels."""
+    big = lesson.counts(list(MEMBERS.values()), (32, 32, 3))
+    assert big["MLP-64"].params_total == HAND["MLP-64"][0] + (32 * 32 * 3 - 144) * 64
+    assert big["CNN-8"].params_total == HAND["CNN-8"][0] + 2 * 9 * 8
+    assert all(big[n].macs > HAND[n][1] for n in HAND)
