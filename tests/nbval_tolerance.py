@@ -35,8 +35,9 @@ import copy
 import dataclasses
 import re
 
-# A number not glued to a word ("resnet20", "3x3" stay text) or to another number ("0.10.2" is 0.10 and text).
-NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)(?![\w])")
+# A number not glued to a word ("resnet20", "3x3" stay text) or to another number ("0.10.2" is 0.10 and text),
+# with its sign: "+0.003" and "-0.002" are two values of one signed difference, not a "+" of text.
+NUMBER = re.compile(r"(?<![\w.])([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)(?![\w])")
 SPREAD_SEP = re.compile(r"^\s*±\s*$")
 TEXT_KEYS = ("text/plain", "text/html", "text/markdown", "text/latex")
 KEYS = {"abs", "rel", "spread", "why"}

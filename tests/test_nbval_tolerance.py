@@ -43,6 +43,13 @@ def test_mean_and_spread_compare_within_the_printed_spreads():
     assert differences("acc 0.870\n", "acc 0.871\n", tol), "without a printed spread there is no allowance"
 
 
+def test_a_signed_difference_may_change_sign_within_its_spread():
+    tol = Tolerance(spread=2, why="t")
+    assert differences("bf16 - fp32: -0.003 ± 0.004\n", "bf16 - fp32: +0.002 ± 0.005\n", tol) == []
+    assert differences("gain +0.300 ± 0.010\n", "gain -0.300 ± 0.010\n", tol), "a real sign flip is a change"
+    assert differences("x+1\n", "x+2\n", Tolerance(abs=5, why="t")), "a plus glued to a word stays text"
+
+
 def test_relative_tolerance_and_scientific_notation():
     tol = Tolerance(rel=0.1, why="t")
     assert differences("error 4.8e-07\n", "error 5.1e-07\n", tol) == []
