@@ -20,7 +20,7 @@ SEED_CHECKED := notebooks/01_why_convnets_work.ipynb notebooks/02_bottleneck_1x1
                 notebooks/03_auxiliary_classifiers.ipynb \
                 notebooks/04_resnet_bottleneck.ipynb notebooks/05_bottleneck_features.ipynb \
                 notebooks/06_incremental_learning.ipynb \
-                notebooks/07_training_at_scale.ipynb
+                notebooks/07_training_at_scale.ipynb notebooks/08_what_each_idea_buys.ipynb
 OTHER_SEED ?= 1
 SEED_DIR := build/seed$(OTHER_SEED)
 # Root in a container: Jupyter refuses to start as root unless told.

@@ -19,6 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from course import counting, models, precision, training
 
@@ -122,15 +123,27 @@ def bench_train_step(name: str, batch: int | None = None, steps: int = 20, seed:
     if steps < 1 or (batch is not None and batch < 1):
         raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
     spec = models.get_spec(name)
-    batch = batch or spec.bench_batch
     shape = tuple(input_shape or spec.input_shape)
-    model = models.build(name, seed=seed, input_shape=shape)
+    return bench_model(models.build(name, seed=seed, input_shape=shape), shape, spec.num_classes,
+                       batch or spec.bench_batch, steps, seed, dtype, spec.loss or training.cross_entropy, name)
+
+
+def bench_model(model: nnx.Module, input_shape: tuple[int, int, int], num_classes: int, batch: int,
+                steps: int = 20, seed: int = 0, dtype: str = "float32", loss=training.cross_entropy,
+                name: str | None = None, host_overhead: bool = True) -> BenchResult:
+    """:func:`bench_train_step` for any model (one a notebook builds itself): the same step, timing and host
+    overhead (``host_overhead=False`` skips it, and its compile: NaN). The model is trained in place by the timed
+    steps (Adam, lr 1e-3, on random data)."""
+    if steps < 1 or batch < 1:
+        raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
+    name = name or type(model).__name__
+    shape = tuple(input_shape)
     macs = counting.count(model, shape, name).macs
     opt = training.make_optimizer(model, 1e-3)
-    loss_fn = precision.mixed_precision(spec.loss or training.cross_entropy, dtype)
+    loss_fn = precision.mixed_precision(loss, dtype)
     kx, ky = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(kx, (batch, *shape), jnp.float32)  # (B, H, W, C), generated on the device
-    y = jax.random.randint(ky, (batch,), 0, spec.num_classes, jnp.int32)
+    y = jax.random.randint(ky, (batch,), 0, num_classes, jnp.int32)
     model.train()
     static, leaves = training.split_state(model, opt)
     box = [leaves]
@@ -147,8 +160,10 @@ def bench_train_step(name: str, batch: int | None = None, steps: int = 20, seed:
     real()
     compile_s = time.perf_counter() - t0
     step_ms, iqr = _median_ms(real, steps)
-    idle()  # compile the no-work step
-    host_ms, _ = _median_ms(idle, max(steps, 20))
+    host_ms = float("nan")
+    if host_overhead:
+        idle()  # compile the no-work step
+        host_ms, _ = _median_ms(idle, max(steps, 20))
     training.merge_state((model, opt), static, box[0])
     device = jax.devices()[0]
     return BenchResult(name, batch, shape, dtype, compile_s, step_ms, macs, device_peak_tflops(dtype), iqr, host_ms,

@@ -76,16 +76,11 @@ def test_batch_larger_than_data_is_a_clear_error(digits16):
         training.fit(models.build("mlp"), digits16, batch_size=5000)
 
 
-def test_viz_functions_return_figures():
-    h = training.History(epoch=[1, 2], train_loss=[1.0, 0.5], test_accuracy=[0.5, 0.7])
-    assert len(viz.plot_curves({"a": h}).axes) == 2
-    assert len(viz.plot_filters(np.random.rand(3, 3, 1, 8), cols=4).axes) == 8
-    assert len(viz.plot_filters(np.random.rand(3, 3, 3, 4)).axes) == 4
-    assert len(viz.plot_feature_maps({"c1": np.random.rand(8, 8, 4)}, image=np.random.rand(8, 8, 1), n=3).axes) == 4
-    assert viz.plot_layer_norms({"a": {"l1": 1.0, "l2": 0.1}}).axes[0].get_yscale() == "log"
-    assert len(viz.bar_compare({"params": {"x": 1, "y": 2}}).axes[0].patches) == 2
-    assert len(viz.plot_xy([0, 1], {"cnn": [1, 0.5]}, "shift", "acc").axes[0].lines) == 1
-    assert len(viz.plot_occlusion(np.random.rand(8, 8, 1), np.random.rand(4, 4)).axes) == 3
+def test_image_grid_lays_out_every_image_and_centres_a_diverging_scale():
+    fig = viz.image_grid(np.random.rand(10, 8, 8, 1), titles=[str(i) for i in range(10)], cols=4)
+    assert len(fig.axes) == 12 and sum(bool(ax.images) for ax in fig.axes) == 10
+    signed = viz.image_grid(np.array([[[-2.0, 1.0]]]), symmetric=True)
+    assert signed.axes[0].images[0].get_clim() == (-2.0, 2.0)
 
 
 def test_fits_with_the_same_learning_rate_share_one_compiled_step(digits16):

@@ -137,10 +137,14 @@ def course_map(items: list[NotebookInfo]):
         ax.text(x + 0.12, y - 0.62, "\n".join(f"• {c}" for c in i.concepts[:5]), fontsize=9, va="top")
         for r in i.requires:
             rx, ry = pos[r]
-            ax.add_patch(FancyArrowPatch((rx + w, ry - h / 2), (x, y - h / 2), arrowstyle="-|>", mutation_scale=12,
-                                         color="#555", connectionstyle="arc3,rad=0.08"))
+            if ry == y and x - rx > w + 1.0:  # same row, columns skipped: arc over the boxes between
+                ends, bend = ((rx + w / 2, ry + 0.08), (x + w / 2, y + 0.08)), "arc3,rad=-0.12"
+            else:
+                ends, bend = ((rx + w, ry - h / 2), (x, y - h / 2)), "arc3,rad=0.08"
+            ax.add_patch(FancyArrowPatch(*ends, arrowstyle="-|>", mutation_scale=12, color="#555",
+                                         connectionstyle=bend))
     ax.set_xlim(-0.3, max(p[0] for p in pos.values()) + w + 0.3)
-    ax.set_ylim(min(p[1] for p in pos.values()) - h - 0.3, 0.3)
+    ax.set_ylim(min(p[1] for p in pos.values()) - h - 0.3, 0.12 * (max(p[0] for p in pos.values()) + w) + 0.5)
     ax.axis("off")
     ax.set_title("Course map: notebooks, the concepts each introduces, and what each builds on", fontsize=10)
     fig.tight_layout()

@@ -19,7 +19,6 @@ accuracy and cost. Figures are returned, never shown.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Callable, Mapping, Sequence
 
 import jax
@@ -28,7 +27,7 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from course import counting, data, training
+from course import bench, counting, data, training
 from course.models.inception import ConvUnit, Inception, NaiveInception
 from course.models.resnet import BasicBlock, BottleneckBlock, ResNet, set_shortcuts
 from course.models.simple import MLP, SmallCNN
@@ -165,26 +164,14 @@ def run_study(member_list: Sequence[Member], make_data: Callable[[int], data.Dat
 
 def step_seconds(member: Member, input_shape: Sequence[int], batch: int = 64, steps: int = 5,
                  seed: int = 0) -> float:
-    """Median seconds of one train step of ``member`` (Adam, cross-entropy) on random data of ``batch`` examples,
-    after one untimed step (the compile; the study's steps share it). A cheap stand-in for
-    ``course.bench.bench_train_step``, which times registered models only."""
+    """Median seconds of one train step of ``member`` (Adam, cross-entropy), measured by the course's benchmark
+    (:func:`course.bench.bench_model`: the step ``fit`` runs, on random data already on the device)."""
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
-    model = build(member, input_shape, seed)
-    opt = training.make_optimizer(model, 3e-3)
-    model.train()
-    static, leaves = training.split_state(model, opt)
-    kx, ky = jax.random.split(jax.random.key(seed))
-    x = jax.random.uniform(kx, (batch, *input_shape))  # (B, H, W, C)
-    y = jax.random.randint(ky, (batch,), 0, 10)
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        leaves, loss, _ = training.pure_train_step(static, leaves, x, y, None, training.cross_entropy)
-        jax.block_until_ready(loss)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    shape = tuple(input_shape)
+    timed = bench.bench_model(build(member, shape, seed), shape, 10, batch, steps, seed, name=member.name,
+                              host_overhead=False)
+    return timed.step_ms / 1e3
 
 
 # ----------------------------------------------------------------------------------------------------------
