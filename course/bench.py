@@ -130,16 +130,16 @@ def bench_train_step(name: str, batch: int | None = None, steps: int = 20, seed:
 
 def bench_model(model: nnx.Module, input_shape: tuple[int, int, int], num_classes: int, batch: int,
                 steps: int = 20, seed: int = 0, dtype: str = "float32", loss=training.cross_entropy,
-                name: str | None = None, host_overhead: bool = True) -> BenchResult:
+                name: str | None = None, host_overhead: bool = True, lr: float = 1e-3) -> BenchResult:
     """:func:`bench_train_step` for any model (one a notebook builds itself): the same step, timing and host
     overhead (``host_overhead=False`` skips it, and its compile: NaN). The model is trained in place by the timed
-    steps (Adam, lr 1e-3, on random data)."""
+    steps (Adam at ``lr``, on random data; pass the ``lr`` a study trains with to reuse its compiled step)."""
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
     name = name or type(model).__name__
     shape = tuple(input_shape)
     macs = counting.count(model, shape, name).macs
-    opt = training.make_optimizer(model, 1e-3)
+    opt = training.make_optimizer(model, lr)
     loss_fn = precision.mixed_precision(loss, dtype)
     kx, ky = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(kx, (batch, *shape), jnp.float32)  # (B, H, W, C), generated on the device

@@ -135,8 +135,11 @@ def build(member: Member, input_shape: Sequence[int], seed: int) -> nnx.Module:
 
 
 def counts(member_list: Sequence[Member], input_shape: Sequence[int]) -> dict[str, counting.CountTable]:
-    """``{name: course.counting.count table}`` of every member on one example of ``input_shape``."""
-    return {m.name: counting.count(build(m, input_shape, 0), tuple(input_shape), m.name) for m in member_list}
+    """``{name: course.counting.count table}`` of every member on one example of ``input_shape`` (built
+    abstractly: shapes only, no initializer runs)."""
+    shape = tuple(input_shape)
+    return {m.name: counting.count(nnx.eval_shape(lambda m=m: build(m, shape, 0)), shape, m.name)
+            for m in member_list}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,14 +166,15 @@ def run_study(member_list: Sequence[Member], make_data: Callable[[int], data.Dat
 
 
 def step_seconds(member: Member, input_shape: Sequence[int], batch: int = 64, steps: int = 5,
-                 seed: int = 0) -> float:
+                 seed: int = 0, lr: float = 3e-3) -> float:
     """Median seconds of one train step of ``member`` (Adam, cross-entropy), measured by the course's benchmark
-    (:func:`course.bench.bench_model`: the step ``fit`` runs, on random data already on the device)."""
+    (:func:`course.bench.bench_model`: the step ``fit`` runs, on random data already on the device). With the
+    study's ``lr`` the timing reuses the study's compiled step."""
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
     shape = tuple(input_shape)
     timed = bench.bench_model(build(member, shape, seed), shape, 10, batch, steps, seed, name=member.name,
-                              host_overhead=False)
+                              host_overhead=False, lr=lr)
     return timed.step_ms / 1e3
 
 
