@@ -143,6 +143,18 @@ def test_run_study_trains_and_summarises_over_seeds():
     assert res["MLP-64"]["train"].mean > 0.2  # better than chance (0.1) after 8 steps of Adam at lr 3e-3
 
 
+def test_runs_side_by_side_give_the_numbers_of_runs_one_after_another():
+    from course import data
+
+    ds = data.digits(12)
+    small = data.Dataset("d", ds.x_train[:256], ds.y_train[:256], ds.x_test[:128], ds.y_test[:128], ds.classes)
+    pick = [MEMBERS["MLP-64"], MEMBERS["CNN-8"], MEMBERS["ResNet-8"], MEMBERS["plain-8"]]
+    one = lesson.run_study(pick, lambda s: small, [0, 1], epochs=1, workers=1)
+    two = lesson.run_study(pick, lambda s: small, [0, 1], epochs=1, workers=2)
+    assert {n: (r["test"].values, r["train"].values) for n, r in one.items()} == \
+           {n: (r["test"].values, r["train"].values) for n, r in two.items()}
+
+
 def test_table_lists_every_member(tables):
     from course.seeds import Spread
 

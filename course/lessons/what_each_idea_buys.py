@@ -18,6 +18,7 @@ accuracy and cost. Figures are returned, never shown.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Callable, Mapping, Sequence
 
@@ -145,23 +146,33 @@ def counts(member_list: Sequence[Member], input_shape: Sequence[int]) -> dict[st
 # ----------------------------------------------------------------------------------------------------------
 # Training every member over seeds
 def run_study(member_list: Sequence[Member], make_data: Callable[[int], data.Dataset], seed_list: Sequence[int], *,
-              epochs: int, lr: float = 3e-3, batch_size: int = 64) -> dict[str, dict[str, Spread]]:
+              epochs: int, lr: float = 3e-3, batch_size: int = 64, workers: int = 2) -> dict[str, dict[str, Spread]]:
     """Train every member once per seed on ``make_data(seed)`` (same data, same epochs, same Adam learning rate
     for all: the same budget in steps), parameters and batch order from that seed. Returns ``{name: {"test":
     Spread, "train": Spread}}`` of the final test accuracy and of the last epoch's mean training accuracy.
 
-    Members with the same architecture (a ResNet and its plain twin) reuse one compiled train step."""
+    Members with the same architecture (a ResNet and its plain twin) reuse one compiled train step. The runs are
+    independent, so ``workers`` threads run them side by side (JAX releases the GIL while it compiles and
+    computes; small models leave a second core idle otherwise); each run's numbers are those of a sequential run
+    (tests/test_what_each_idea_buys.py checks it)."""
     if not seed_list:
         raise ValueError("seed_list is empty; pass at least one seed, e.g. course.seeds.seeds(SEED, 3)")
+    datasets = {seed: make_data(seed) for seed in seed_list}
+
+    def one_run(m: Member, seed: int) -> tuple[float, float]:
+        ds = datasets[seed]
+        model = build(m, ds.input_shape, seed)
+        hist = training.fit(model, (ds.x_train, ds.y_train), epochs=epochs, batch_size=batch_size, lr=lr,
+                            seed=seed, verbose=False)
+        return training.evaluate(model, ds.x_test, ds.y_test)["accuracy"], hist.train_accuracy[-1]
+
+    jobs = [(m, seed) for seed in seed_list for m in member_list]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        done = list(pool.map(lambda job: one_run(*job), jobs))  # in the order of jobs
     acc: dict[str, dict[str, list[float]]] = {m.name: {"test": [], "train": []} for m in member_list}
-    for seed in seed_list:
-        ds = make_data(seed)
-        for m in member_list:
-            model = build(m, ds.input_shape, seed)
-            hist = training.fit(model, (ds.x_train, ds.y_train), epochs=epochs, batch_size=batch_size, lr=lr,
-                                seed=seed, verbose=False)
-            acc[m.name]["test"].append(training.evaluate(model, ds.x_test, ds.y_test)["accuracy"])
-            acc[m.name]["train"].append(hist.train_accuracy[-1])
+    for (m, _), (test, train) in zip(jobs, done):
+        acc[m.name]["test"].append(test)
+        acc[m.name]["train"].append(train)
     return {name: {k: Spread(tuple(v)) for k, v in d.items()} for name, d in acc.items()}
 
 
