@@ -26,8 +26,8 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 from course import counting, data, training
-from course.models.inception import (PAPER_LAYOUT, ConvSpec, ConvUnit, Inception, InceptionRow, LayoutItem,
-                                     NaiveInception, grid_sizes)
+from course.models.inception import (PAPER_LAYOUT, ConvSpec, Inception, InceptionNet, InceptionRow,
+                                     LayoutItem, NaiveInception, grid_sizes)
 from course.seeds import Spread
 
 
@@ -211,14 +211,15 @@ def xla_by_kernel(model: nnx.Module, table: counting.CountTable) -> list[dict]:
 MINI_FILTERS = (8, 16, 8, 8)  # #1x1, #3x3, #5x5, pool proj of both modules: Inception 3a's 64, 128, 32, 32 / 8
 
 
-class MiniInception(nnx.Module):
+class MiniInception(InceptionNet):
     """Two Inception modules on 8x8 images, naive (Fig. 2a) or with 1x1 reductions (Fig. 2b) of width ``reduce``.
 
     stem: 3x3 conv to ``width`` channels; module A at 8x8; 2x2 max pool; module B at 4x4; global average pool;
-    linear classifier. Both modules have #1x1, #3x3, #5x5 (and pool proj) = :data:`MINI_FILTERS`. With
-    ``reduce=None`` they are :class:`NaiveInception` (no reductions, the pooled input passed through, so B reads
-    a wider input); with ``reduce=r`` they are :class:`Inception` whose #3x3 reduce and #5x5 reduce are both r
-    (Szegedy et al. 2014, arXiv:1409.4842, Sec. 4: reductions "before the expensive 3x3 and 5x5 convolutions").
+    linear classifier (:class:`course.models.inception.InceptionNet`). Both modules have #1x1, #3x3, #5x5 (and
+    pool proj) = :data:`MINI_FILTERS`. With ``reduce=None`` they are :class:`NaiveInception` (no reductions, the
+    pooled input passed through, so B reads a wider input); with ``reduce=r`` they are :class:`Inception` whose
+    #3x3 reduce and #5x5 reduce are both r (Szegedy et al. 2014, arXiv:1409.4842, Sec. 4: reductions "before the
+    expensive 3x3 and 5x5 convolutions").
     """
 
     def __init__(self, reduce: int | None, width: int = 32, num_classes: int = 10, in_ch: int = 1, *,
@@ -228,24 +229,18 @@ class MiniInception(nnx.Module):
             raise ValueError(f"reduce must be None (naive modules) or a positive int (the width of the 1x1 "
                              f"reductions), not {reduce!r}")
         n1x1, n3x3, n5x5, pool_proj = MINI_FILTERS
+        r = int(reduce or 0)  # unused by naive modules
+        super().__init__(in_ch, num_classes, width, ((n1x1, r, n3x3, r, n5x5, pool_proj),) * 2,
+                         reduce=reduce is not None, rngs=rngs)
         self.reduce = reduce
-        self.stem = ConvUnit(in_ch, width, 3, rngs=rngs)
 
-        def module(c: int) -> Inception | NaiveInception:
-            if reduce is None:
-                return NaiveInception(c, n1x1, n3x3, n5x5, rngs=rngs)
-            return Inception(c, n1x1, int(reduce), n3x3, int(reduce), n5x5, pool_proj, rngs=rngs)
+    @property
+    def inception_a(self) -> Inception | NaiveInception:  # the module on the 8x8 grid
+        return self.blocks[0]
 
-        self.inception_a = module(width)
-        self.inception_b = module(self.inception_a.out_ch)
-        self.fc = nnx.Linear(self.inception_b.out_ch, num_classes, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.stem(x)                                 # (B, 8, 8, width)
-        x = self.inception_a(x)                          # (B, 8, 8, a.out_ch)
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))      # (B, 4, 4, a.out_ch)
-        x = self.inception_b(x)                          # (B, 4, 4, b.out_ch)
-        return self.fc(x.mean(axis=(1, 2)))              # (B, num_classes)
+    @property
+    def inception_b(self) -> Inception | NaiveInception:  # the module on the 4x4 grid, after the pool
+        return self.blocks[1]
 
 
 def mini_label(reduce: int | None) -> str:

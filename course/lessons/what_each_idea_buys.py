@@ -22,14 +22,13 @@ import concurrent.futures
 import dataclasses
 from typing import Callable, Mapping, Sequence
 
-import jax
 import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
 from course import bench, counting, data, training
-from course.models.inception import ConvUnit, Inception, NaiveInception
+from course.models.inception import InceptionNet
 from course.models.resnet import BasicBlock, BottleneckBlock, ResNet, set_shortcuts
 from course.models.simple import MLP, SmallCNN
 from course.seeds import Spread, margin_holds
@@ -39,39 +38,6 @@ FONT = 10  # points: every label of the figures here, at the stored size
 
 # ----------------------------------------------------------------------------------------------------------
 # The Inception network of the study
-class InceptionNet(nnx.Module):
-    """conv 3x3 (``stem`` channels) + ReLU - Inception - 2x2 max pool - Inception - global average pool - linear.
-
-    ``rows`` are two ``(n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj)`` tuples in Table 1's column order.
-    ``reduce=False`` builds the paper's naive module (Fig. 2a) with the same #1x1, #3x3 and #5x5 filters: the
-    3x3 and 5x5 convolutions then read all the input channels, and the pool branch passes its input through,
-    so the second module reads n1x1 + n3x3 + n5x5 + its input's channels (the growth Sec. 4 warns about).
-    """
-
-    def __init__(self, in_ch: int = 1, num_classes: int = 10, stem: int = 16,
-                 rows: Sequence[Sequence[int]] = ((8, 8, 16, 4, 8, 8), (16, 16, 32, 4, 8, 8)),
-                 reduce: bool = True, *, rngs: nnx.Rngs):
-        if len(rows) != 2 or any(len(r) != 6 for r in rows):
-            raise ValueError("rows must be two (n1x1, n3x3red, n3x3, n5x5red, n5x5, pool_proj) tuples, "
-                             f"got {rows!r}")
-        self.stem = ConvUnit(in_ch, stem, 3, rngs=rngs)
-        blocks, ch = [], stem
-        for n1, r3, n3, r5, n5, pp in rows:
-            block = (Inception(ch, n1, r3, n3, r5, n5, pp, rngs=rngs) if reduce else
-                     NaiveInception(ch, n1, n3, n5, rngs=rngs))
-            blocks.append(block)
-            ch = block.out_ch
-        self.blocks = nnx.List(blocks)
-        self.head = nnx.Linear(ch, num_classes, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.stem(x)                                  # (B, H, W, stem)
-        x = self.blocks[0](x)                             # (B, H, W, c1)
-        x = nnx.max_pool(x, (2, 2), (2, 2))               # (B, H/2, W/2, c1)
-        x = self.blocks[1](x).mean(axis=(1, 2))           # (B, c2)
-        return self.head(x)                               # (B, num_classes)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The members of the study
 @dataclasses.dataclass(frozen=True)
