@@ -132,7 +132,8 @@ class Claim:
                "equivalent": f" within ±{self.bound:g}", "report": ""}[self.kind]
         head = "interval" if self.kind == "report" else "claim"
         tail = "" if self.holds is None else (": holds" if self.holds else ": FAILS")
-        return f"{head}  {self.text}: {iv}{rel} ({iv.confidence:.0%}, {iv.method}){tail}"
+        value = format(iv, ".3f" if iv.method.startswith("t,") else "+.3f")  # a mean unsigned, a difference signed
+        return f"{head}  {self.text}: {value}{rel} ({iv.confidence:.0%}, {iv.method}){tail}"
 
     def record(self) -> dict:
         iv = self.interval
