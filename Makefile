@@ -5,6 +5,7 @@
 #                    with the same outputs, within the tolerances their cells declare (tests/nbval_tolerance.py)
 #   make quick       the unit tests without the slow ones (a minute): the loop while editing
 #   make notebooks   execute every notebook headless on CPU and rewrite its stored outputs
+#   make seeds       every notebook at every seed of SEEDS, each claim's outcome and interval: a claim x seed table
 #   make bench       per-step time of each model's train step at the notebook scale
 #   make slides | students | site | map    classroom material in build/ (map: docs/course_map.png)
 PYTHON ?= python3.11
@@ -28,7 +29,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED = 0
 
-.PHONY: setup lab test unit quick nbval nbval-stored nbval-seed notebooks bench bench-gpu slides students site map browser clean
+.PHONY: setup lab test unit quick nbval nbval-stored nbval-seed notebooks seeds bench bench-gpu slides students site map browser clean
 
 setup: $(VENV)/.installed
 
@@ -65,14 +66,25 @@ nbval-seed: setup
 	@if ls $(SEED_DIR)/*.ipynb >/dev/null 2>&1; then $(NBVAL) $(SEED_DIR)/*.ipynb; \
 	 else echo "no notebook of NOTEBOOKS is in SEED_CHECKED"; fi
 
+# Each run also logs its claims (course/claims.py) to build/seeds/<notebook>.seed0.jsonl: the SEED 0 column of make seeds.
 notebooks: setup
+	mkdir -p $(SWEEP_DIR)
 	for nb in $(NOTEBOOKS); do \
-	  start=$$(date +%s.%N); \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" --log-level=WARN \
+	  start=$$(date +%s.%N); log=$(SWEEP_DIR)/$$(basename $$nb .ipynb).seed0.jsonl; rm -f $$log; \
+	  COURSE_CLAIMS_LOG=$$log $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" --log-level=WARN \
 	    --ExecutePreprocessor.timeout=600 \
 	    --ExecutePreprocessor.extra_arguments="['--IPKernelApp.capture_fd_output=False']" || exit 1; \
 	  echo "$$nb: $$(echo "$$(date +%s.%N) - $$start" | bc) s"; \
 	done
+
+# The robustness sweep (tools/seed_sweep.py): papermill runs each notebook at each seed, JOBS at a time, each pinned to
+# its own core; claims keep going and log JSON lines; the table (claim x seed) is printed and the target fails if an
+# asserted claim fails anywhere. About 9 minutes per seed for all eight notebooks on 2 cores.
+SEEDS ?= 2 3 4 5 6 7 8 9
+JOBS ?= 2
+SWEEP_DIR := build/seeds
+seeds: setup
+	$(BIN)/python -m tools.seed_sweep --seeds $(SEEDS) --jobs $(JOBS) --out $(SWEEP_DIR) $(NOTEBOOKS)
 
 bench: setup
 	$(BIN)/python -m course bench
