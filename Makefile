@@ -70,7 +70,7 @@ nbval-seed: setup
 notebooks: setup
 	mkdir -p $(SWEEP_DIR)
 	for nb in $(NOTEBOOKS); do \
-	  start=$$(date +%s.%N); log=$(SWEEP_DIR)/$$(basename $$nb .ipynb).seed0.jsonl; rm -f $$log; \
+	  start=$$(date +%s.%N); log=$(CURDIR)/$(SWEEP_DIR)/$$(basename $$nb .ipynb).seed0.jsonl; rm -f $$log; \
 	  COURSE_CLAIMS_LOG=$$log $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" --log-level=WARN \
 	    --ExecutePreprocessor.timeout=600 \
 	    --ExecutePreprocessor.extra_arguments="['--IPKernelApp.capture_fd_output=False']" || exit 1; \

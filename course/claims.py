@@ -159,7 +159,7 @@ def beats(a, b, text: str, *, by: float = 0.0, scale: float = 1.0, paired: bool 
     """Claim ``mean(a) - scale * mean(b) > by``: holds when the interval's lower end is above ``by``. A false claim
     passes at most (1 - confidence) / 2 of seed sets (1% at the default)."""
     iv = difference(a, b, scale=scale, paired=paired, confidence=confidence)
-    return _settle(Claim(text, "beats", iv, by, iv.low > by))
+    return _settle(Claim(text, "beats", iv, by, bool(iv.low > by)))
 
 
 def equivalent(a, b, text: str, *, delta: float, paired: bool = False, confidence: float = CONFIDENCE) -> Claim:
@@ -168,19 +168,19 @@ def equivalent(a, b, text: str, *, delta: float, paired: bool = False, confidenc
     if delta <= 0:
         raise ValueError(f"delta must be > 0, not {delta}")
     iv = difference(a, b, paired=paired, confidence=confidence)
-    return _settle(Claim(text, "equivalent", iv, delta, -delta < iv.low and iv.high < delta))
+    return _settle(Claim(text, "equivalent", iv, delta, bool(-delta < iv.low and iv.high < delta)))
 
 
 def exceeds(a, threshold: float, text: str, *, confidence: float = CONFIDENCE) -> Claim:
     """Claim ``mean(a) > threshold``: the lower end of the mean's interval is above it."""
     iv = mean_interval(a, confidence)
-    return _settle(Claim(text, "exceeds", iv, threshold, iv.low > threshold))
+    return _settle(Claim(text, "exceeds", iv, float(threshold), bool(iv.low > threshold)))
 
 
 def below(a, threshold: float, text: str, *, confidence: float = CONFIDENCE) -> Claim:
     """Claim ``mean(a) < threshold``: the upper end of the mean's interval is below it."""
     iv = mean_interval(a, confidence)
-    return _settle(Claim(text, "below", iv, threshold, iv.high < threshold))
+    return _settle(Claim(text, "below", iv, float(threshold), bool(iv.high < threshold)))
 
 
 def report(a, b=None, text: str = "", *, scale: float = 1.0, paired: bool = False,

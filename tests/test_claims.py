@@ -142,3 +142,9 @@ def test_bad_input_is_a_clear_error():
         claims.difference([0.5, 0.6], [0.4, 0.3, 0.2], paired=True)
     with pytest.raises(ValueError, match="delta must be > 0"):
         claims.equivalent([0.5, 0.6], [0.4, 0.3], "x", delta=0)
+
+
+def test_numpy_bounds_give_plain_outcomes_that_the_log_can_write(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(claims.LOG_ENV, str(tmp_path / "log.jsonl"))
+    c = claims.exceeds(np.array([0.5, 0.6, 0.55]), np.log10(2), "numpy bound")
+    assert c.holds is True and json.loads((tmp_path / "log.jsonl").read_text())["bound"] == pytest.approx(np.log10(2))
