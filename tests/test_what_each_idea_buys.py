@@ -118,6 +118,22 @@ def test_pareto_front_bad_input_is_a_clear_error(costs, accs, match):
         lesson.pareto_front(costs, accs)
 
 
+def test_beaten_by_reads_the_98_percent_interval_not_the_one_sd_rule():
+    from course.seeds import Spread, margin_holds
+
+    res = {"X": Spread((0.50, 0.52, 0.54)),      # cost 10
+           "far": Spread((0.80, 0.81, 0.82)),    # cheaper, beats X by far: +0.29, 98% interval +-0.06
+           "near": Spread((0.55, 0.57, 0.59)),   # cheaper, +0.05: beyond one sd, not beyond the interval
+           "dear": Spread((0.90, 0.91, 0.92))}   # more accurate but costs more: not "beaten by a cheaper member"
+    cost = {"X": 10, "far": 5, "near": 5, "dear": 20}
+    results = {n: {"test": v} for n, v in res.items()}
+    assert margin_holds(res["near"], res["X"])  # what the old rule accepted
+    assert lesson.beaten_by("X", cost, results) == ["far"]
+    assert lesson.beaten_by("far", cost, results) == []
+    with pytest.raises(KeyError, match="not among the members"):
+        lesson.beaten_by("Y", cost, results)
+
+
 def test_inception_rows_are_checked():
     from flax import nnx
 

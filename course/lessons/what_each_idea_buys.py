@@ -27,11 +27,11 @@ import numpy as np
 from flax import nnx
 from matplotlib.figure import Figure
 
-from course import bench, counting, data, training
+from course import bench, claims, counting, data, training
 from course.models.inception import InceptionNet
 from course.models.resnet import BasicBlock, BottleneckBlock, ResNet, set_shortcuts
 from course.models.simple import MLP, SmallCNN
-from course.seeds import Spread, margin_holds
+from course.seeds import Spread
 
 FONT = 10  # points: every label of the figures here, at the stored size
 
@@ -174,12 +174,15 @@ def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> list[bo
 
 def beaten_by(name: str, cost: Mapping[str, float], results: Mapping[str, Mapping[str, Spread]],
               split: str = "test") -> list[str]:
-    """The members that cost less than ``name`` and beat it by more than the larger of the two spreads
-    (``course.seeds.margin_holds``): ``name`` is off the front *beyond noise* when this is not empty."""
+    """The members that cost less than ``name`` and are more accurate beyond noise: the lower end of the 98%
+    interval of ``mean(other) - mean(name)`` over seeds (:func:`course.claims.difference`, Welch t) is above 0.
+    ``name`` is off the front *beyond noise* when this is not empty. Nothing is printed or asserted: a lesson that
+    states one of these comparisons makes it a :func:`course.claims.beats` call. Each comparison alone passes by
+    chance at most 1% of seed sets where the two do not differ; a list over k cheaper members, up to k%."""
     if name not in cost or name not in results:
         raise KeyError(f"{name!r} is not among the members measured: {', '.join(results)}")
     return [o for o in results if o != name and cost[o] < cost[name]
-            and margin_holds(results[o][split], results[name][split])]
+            and claims.difference(results[o][split], results[name][split]).low > 0]
 
 
 # ----------------------------------------------------------------------------------------------------------
