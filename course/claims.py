@@ -135,6 +135,10 @@ class Claim:
         value = format(iv, ".3f" if iv.method.startswith("t,") else "+.3f")  # a mean unsigned, a difference signed
         return f"{head}  {self.text}: {value}{rel} ({iv.confidence:.0%}, {iv.method}){tail}"
 
+    def _ipython_display_(self) -> None:
+        """Show nothing in a notebook: the claim printed its line when it was made (a cell ending in a claim would
+        otherwise add the dataclass's repr, full-precision floats and all, to its outputs)."""
+
     def record(self) -> dict:
         iv = self.interval
         return {"claim": self.text, "kind": self.kind, "estimate": iv.estimate, "low": iv.low, "high": iv.high,
