@@ -116,6 +116,17 @@ def difference(a: Spread | Sequence[float], b: Spread | Sequence[float], *, scal
                     f"Welch t, {len(va)} v {len(vb)} seeds")
 
 
+def relation(kind: str, bound: float) -> str:
+    """What a claim of ``kind`` says of its interval, as printed after it: " > 0", " within ±0.05", "" (a report)."""
+    return {"beats": f" > {bound:g}", "exceeds": f" > {bound:g}", "below": f" < {bound:g}",
+            "equivalent": f" within ±{bound:g}", "report": ""}[kind]
+
+
+def value_format(method: str) -> str:
+    """How an interval of ``method`` prints: a mean (``"t, 3 seeds"``) unsigned, a difference signed."""
+    return ".3f" if method.startswith("t,") else "+.3f"
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """One tested statement: its text, the interval it was read from, the bound, and whether it holds."""
@@ -128,12 +139,10 @@ class Claim:
 
     def line(self) -> str:
         iv = self.interval
-        rel = {"beats": f" > {self.bound:g}", "exceeds": f" > {self.bound:g}", "below": f" < {self.bound:g}",
-               "equivalent": f" within ±{self.bound:g}", "report": ""}[self.kind]
         head = "interval" if self.kind == "report" else "claim"
         tail = "" if self.holds is None else (": holds" if self.holds else ": FAILS")
-        value = format(iv, ".3f" if iv.method.startswith("t,") else "+.3f")  # a mean unsigned, a difference signed
-        return f"{head}  {self.text}: {value}{rel} ({iv.confidence:.0%}, {iv.method}){tail}"
+        value = format(iv, value_format(iv.method))
+        return f"{head}  {self.text}: {value}{relation(self.kind, self.bound)} ({iv.confidence:.0%}, {iv.method}){tail}"
 
     def _ipython_display_(self) -> None:
         """Show nothing in a notebook: the claim printed its line when it was made (a cell ending in a claim would

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from course import claims
+
 LOG = "{stem}.seed{seed}.jsonl"
 
 
@@ -104,8 +106,7 @@ def rows(logs) -> list[dict]:
 def _mark(r: dict | None) -> str:
     if r is None:
         return "  —   "
-    sign = "+" if "Welch" in r["method"] or "paired" in r["method"] else ""
-    return {True: "✓", False: "✗", None: "·"}[r["holds"]] + f"{r['estimate']:{sign}.3f}"
+    return {True: "✓", False: "✗", None: "·"}[r["holds"]] + format(r["estimate"], claims.value_format(r["method"]))
 
 
 def failures(table, sweep_seeds: list[int]) -> list[str]:
@@ -138,11 +139,9 @@ def markdown(table, seeds: list[int]) -> str:
              "| --- | --- | --- | --- | --- |"]
     for row in table:
         r0 = row["at"].get(0)
-        sign = "+" if r0 and ("Welch" in r0["method"] or "paired" in r0["method"]) else ""
         iv = "not run" if r0 is None else \
-            f"{r0['estimate']:{sign}.3f} ± {(r0['high'] - r0['low']) / 2:.3f}" + \
-            {"beats": f" > {r0['bound']:g}", "exceeds": f" > {r0['bound']:g}", "below": f" < {r0['bound']:g}",
-             "equivalent": f" within ±{r0['bound']:g}", "report": ""}[row["kind"]]
+            f"{r0['estimate']:{claims.value_format(r0['method'])}} ± {(r0['high'] - r0['low']) / 2:.3f}" + \
+            claims.relation(row["kind"], r0["bound"])
         checked = [row["at"].get(s) for s in seeds]
         passes = "(report: claims nothing)" if row["kind"] == "report" else \
             f"{sum(1 for r in checked if r and r['holds'])}/{len(seeds)}"
