@@ -6,6 +6,7 @@ and a persistent compilation cache) call :func:`course.configure` first; see :mo
 from __future__ import annotations
 
 from course.jax_config import cache_dir, configure
+from course.parameters import check_parameters
 
 __version__ = "0.1.0"
-__all__ = ["cache_dir", "configure"]
+__all__ = ["cache_dir", "check_parameters", "configure"]

@@ -1,16 +1,75 @@
-"""Command line: ``python -m course count MODEL`` and ``python -m course bench [MODEL ...]``.
+"""The course's command line: ``course COMMAND`` (or ``python -m course COMMAND``); ``course COMMAND --help``
+describes each command's options and their defaults.
 
-  python -m course count resnet50                  per-layer parameters and MACs at the model's input size
-  python -m course count googlenet --mode train    the training path (auxiliary heads included)
-  python -m course count small_cnn --size 32 --json
-  python -m course bench                           train-step time of every notebook-scale model
-  python -m course train small_cnn --data digits --epochs 5 --checkpoint-dir runs/cnn [--resume]
+Every argument is checked where it enters: a value that cannot work (a size of 0, a negative learning rate, an
+unknown model, a checkpoint folder holding another run) ends with one line, ``error: ...``, naming the argument
+and what is allowed, and exit status 2; never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+
+from course.parameters import MAX_SEED, SCALES
+
+DTYPES = ("float32", "bfloat16")  # course.precision.DTYPES (a test checks they agree), without importing jax
+
+DESCRIPTION = """\
+commands:
+  count   per-layer parameters and multiply-accumulates (MACs) of a model, at any input size
+  bench   the train step's time, images/s and achieved TFLOP/s of models, on whatever device jax sees
+  train   train a model on a dataset, with a checkpoint after every epoch and exact resume
+
+examples:
+  course count resnet50                      per-layer parameters and MACs at the model's input size
+  course count googlenet --mode train        the training path (auxiliary heads included)
+  course count small_cnn --size 32 --json
+  course bench                               train-step time of every notebook-scale model
+  course train small_cnn --data digits --epochs 5 --checkpoint-dir runs/cnn [--resume]
+"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default (argparse's own), except where there is none to show (None, False), and the
+    description's line breaks kept."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _whole(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, else a message naming what is allowed."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, not {text!r}")
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _seed(text: str) -> int:
+    value = _whole(0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED:,}, not {text!r}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number (e.g. 1e-3), not {text!r}")
+    return value
 
 
 def _count(args) -> int:
@@ -19,12 +78,17 @@ def _count(args) -> int:
     spec = models.get_spec(args.model)
     h, w, c = spec.input_shape
     shape = (args.size, args.size, c) if args.size else (h, w, c)
+    what = f"{args.model} cannot take a {shape[0]}x{shape[1]}x{shape[2]} input"
     try:
         model = models.build(args.model, input_shape=shape, abstract=True)
         table = counting.count(model, shape, args.model, mode=args.mode)
     except (ValueError, TypeError) as e:
-        print(f"error: {args.model} cannot take a {shape[0]}x{shape[1]}x{shape[2]} input: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{what}: {e}") from None
+    empty = next((r for r in table.rows if 0 in tuple(r.out_shape)[:-1]), None)
+    if empty is not None:
+        out = "x".join(map(str, empty.out_shape))
+        raise ValueError(f"{what}: its feature maps shrink to {out} at {empty.path}; use a larger --size (its "
+                         f"own input is {h}x{w})")
     print(table.to_json() if args.json else table)
     return 0
 
@@ -49,7 +113,8 @@ def _bench(args) -> int:
         if args.size or args.channels:
             h, w, c = bench.models.get_spec(name).input_shape
             shape = (args.size or h, args.size or w, args.channels or c)
-        r = bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shape)
+        r = bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shape,
+                                   progress=sys.stderr)
         print(json.dumps(r.to_dict()) if args.json else r, flush=True)
     return 0
 
@@ -57,63 +122,79 @@ def _bench(args) -> int:
 def _train(args) -> int:
     from course import train_command
 
-    train_command.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
-                   lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                   devices=args.devices)
+    train_command.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch,
+                            dtype=args.dtype, lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir,
+                            resume=args.resume, devices=args.devices, overwrite=args.overwrite)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m course", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("count", help="per-layer parameters and multiply-accumulates of a model")
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser: every option with a help line, its default and, where fixed, its choices."""
+    p = argparse.ArgumentParser(prog="course", formatter_class=_Formatter, epilog=DESCRIPTION,
+                                description="Why modern CNN architectures look the way they do: the course's "
+                                            "library from the command line.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser("count", formatter_class=_Formatter, help="per-layer parameters and MACs of a model",
+                       description="Per-layer parameters, MACs, FLOPs and XLA's FLOPs of a registered model.")
     c.add_argument("model", help="a model name; an unknown one lists the known names")
-    c.add_argument("--size", type=int, help="input height = width (default: the model's own)")
+    c.add_argument("--size", type=_whole(1), help="input height = width (default: the model's own)")
     c.add_argument("--mode", choices=("eval", "train"), default="eval",
-                   help="eval: the inference path (default); train: with training-only branches")
+                   help="eval: the inference path; train: with training-only branches (auxiliary heads)")
     c.add_argument("--json", action="store_true", help="rows and totals as JSON")
-    b = sub.add_parser("bench", help="train-step time of models at the notebook scale")
+    b = sub.add_parser("bench", formatter_class=_Formatter, help="train-step time of models",
+                       description="Time of the full train step (forward, backward, Adam), images/s, host "
+                                   "overhead and achieved TFLOP/s, on whatever device jax sees.")
     b.add_argument("models", nargs="*", help="model names (default: every model with inputs up to 64x64)")
-    b.add_argument("--batch", type=int, help="batch size (default: each model's own)")
-    b.add_argument("--steps", type=int, default=20)
-    b.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+    b.add_argument("--batch", type=_whole(1), help="batch size (default: each model's own)")
+    b.add_argument("--steps", type=_whole(1), default=20, help="timed steps after compiling (the median is shown)")
+    b.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="bfloat16: mixed precision (float32 weights, bfloat16 compute)")
-    b.add_argument("--size", type=int, help="input height = width (default: each model's own)")
-    b.add_argument("--channels", type=int, help="input channels (default: each model's own; e.g. resnet20 "
-                   "--size 32 --channels 3 is CIFAR-10's shape)")
+    b.add_argument("--size", type=_whole(1), help="input height = width (default: each model's own)")
+    b.add_argument("--channels", type=_whole(1), help="input channels (default: each model's own; e.g. "
+                   "resnet20 --size 32 --channels 3 is CIFAR-10's shape)")
     b.add_argument("--json", action="store_true", help="one JSON object per model (images_per_s, step_ms, ...)")
-    t = sub.add_parser("train", help="train a model on a dataset, with checkpoints and resume")
-    t.add_argument("model")
-    t.add_argument("--data", required=True, help="digits, shapes, synthetic, or cifar10:DIR")
-    t.add_argument("--scale", default="small", help="small (laptop) or full: default epochs, batch and data size")
-    t.add_argument("--epochs", type=int, help="total epochs (a resumed run continues up to this number)")
-    t.add_argument("--batch", type=int)
-    t.add_argument("--dtype", default="float32", help="float32, or bfloat16 for mixed precision")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-dir", help="write a checkpoint (orbax) after every epoch here")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
-    t.add_argument("--devices", type=int, help="data-parallel over this many devices (0: all)")
-    args = p.parse_args(argv)
+    t = sub.add_parser("train", formatter_class=_Formatter, help="train a model, with checkpoints and resume",
+                       description="Train a registered model on a dataset; one log line per epoch (losses, "
+                                   "accuracies, time, images/s, the checkpoint saved).")
+    t.add_argument("model", help="a model name; an unknown one lists the known names")
+    t.add_argument("--data", required=True, help="digits, shapes, synthetic, or cifar10:DIR (a local CIFAR-10)")
+    t.add_argument("--scale", choices=SCALES, default="small",
+                   help="default epochs, batch and data size: small (laptop CPU) or full (GPU)")
+    t.add_argument("--epochs", type=_whole(1), help="total epochs, a resumed run continuing up to this number "
+                   "(default: 5 at --scale small, 30 at full)")
+    t.add_argument("--batch", type=_whole(1), help="batch size (default: 64 at --scale small, 256 at full)")
+    t.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="bfloat16: mixed precision (float32 weights, bfloat16 compute)")
+    t.add_argument("--lr", type=_learning_rate, default=1e-3, help="Adam's learning rate")
+    t.add_argument("--seed", type=_seed, default=0, help="initial weights and batch order")
+    t.add_argument("--checkpoint-dir", help="write a checkpoint (orbax, sha256-checked) here after every epoch; "
+                   "one folder holds one run")
+    t.add_argument("--resume", action="store_true", help="continue the run in --checkpoint-dir from its latest "
+                   "intact checkpoint (the same arguments are required)")
+    t.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a run, "
+                   "deleting its checkpoints")
+    t.add_argument("--devices", type=_whole(0), help="data-parallel over this many devices (0: all; default: one)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # a malformed argument: argparse's usage line and exit status 2
     import course
 
     course.configure()  # the course's PRNG and compilation cache, as in the notebooks
-    from course.checkpoint import CheckpointError
-    from course.data import DatasetError
     from course.models import UnknownModelError
 
     try:
         return {"count": _count, "bench": _bench, "train": _train}[args.command](args)
-    except (UnknownModelError, DatasetError, CheckpointError) as e:
+    except (ValueError, UnknownModelError) as e:  # what a user can cause: DatasetError, CheckpointError, ... too
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:
-        if args.command != "train":
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+
+def console() -> None:
+    """The ``course`` console script (pyproject.toml)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import TextIO
 
 import jax
 import jax.numpy as jnp
@@ -117,23 +118,35 @@ def _no_work_step(static, leaves, x, y):
 
 
 def bench_train_step(name: str, batch: int | None = None, steps: int = 20, seed: int = 0,
-                     dtype: str = "float32", input_shape: tuple[int, int, int] | None = None) -> BenchResult:
+                     dtype: str = "float32", input_shape: tuple[int, int, int] | None = None,
+                     progress: TextIO | None = None) -> BenchResult:
     """Compile and time ``steps`` train steps of registered model ``name`` on random data already on the device
-    (so the host never limits the figure), and the host overhead of a no-work step."""
+    (so the host never limits the figure), and the host overhead of a no-work step. With ``progress`` (a text
+    stream, e.g. ``sys.stderr``) what it is doing is written there while it builds, compiles and times."""
     if steps < 1 or (batch is not None and batch < 1):
         raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
     spec = models.get_spec(name)
     shape = tuple(input_shape or spec.input_shape)
+    batch = batch or spec.bench_batch
+    _say(progress, f"{name}: building the model ({'x'.join(map(str, shape))}) and compiling its train step at "
+                   f"batch {batch} ...")
     return bench_model(models.build(name, seed=seed, input_shape=shape), shape, spec.num_classes,
-                       batch or spec.bench_batch, steps, seed, dtype, spec.loss or training.cross_entropy, name)
+                       batch, steps, seed, dtype, spec.loss or training.cross_entropy, name, progress=progress)
+
+
+def _say(stream: TextIO | None, text: str) -> None:
+    if stream is not None:
+        print(text, file=stream, flush=True)
 
 
 def bench_model(model: nnx.Module, input_shape: tuple[int, int, int], num_classes: int, batch: int,
                 steps: int = 20, seed: int = 0, dtype: str = "float32", loss=training.cross_entropy,
-                name: str | None = None, host_overhead: bool = True, lr: float = 1e-3) -> BenchResult:
+                name: str | None = None, host_overhead: bool = True, lr: float = 1e-3,
+                progress: TextIO | None = None) -> BenchResult:
     """:func:`bench_train_step` for any model (one a notebook builds itself): the same step, timing and host
     overhead (``host_overhead=False`` skips it, and its compile: NaN). The model is trained in place by the timed
-    steps (Adam at ``lr``, on random data; pass the ``lr`` a study trains with to reuse its compiled step)."""
+    steps (Adam at ``lr``, on random data; pass the ``lr`` a study trains with to reuse its compiled step).
+    ``progress``: as in :func:`bench_train_step`."""
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps={steps}, batch={batch})")
     name = name or type(model).__name__
@@ -159,6 +172,7 @@ def bench_model(model: nnx.Module, input_shape: tuple[int, int, int], num_classe
     t0 = time.perf_counter()
     real()
     compile_s = time.perf_counter() - t0
+    _say(progress, f"{name}: compiled in {compile_s:.1f} s; timing {steps} steps ...")
     step_ms, iqr = _median_ms(real, steps)
     host_ms = float("nan")
     if host_overhead:

@@ -5,15 +5,21 @@ streams (all part of ``nnx.state(model)``), the optimizer's moments and step cou
 is a function of (seed, epoch), so a run resumed from epoch k continues exactly as if it had not stopped
 (tests/test_train_cli.py checks that to the bit).
 
+A checkpoint directory holds ONE run. :func:`start` writes its description, ``run.json`` (model, data, batch,
+learning rate, seed, ...), once and atomically, and refuses a directory that already holds another run's
+checkpoints unless told to replace them; :func:`restore` refuses a description that differs from the saved one.
+So two experiments can never be mixed in one directory.
+
 Orbax stores float arrays without a checksum: a flipped byte in a data file restores silently, as different
 weights (measured: a bit flipped at 30, 50, 70 or 90% of a 64x64 float32 array's file restored without an error
-every time, with other values). So :func:`save` also writes the sha256 of every file of the checkpoint
-(``<epoch>.sha256.json`` beside it) and :func:`restore` checks them first: a damaged checkpoint is named, never
-loaded.
+every time, with other values). So :func:`save` also writes the sha256 of every file of the checkpoint and of
+``run.json`` (``<epoch>.sha256.json`` beside it, :mod:`course.integrity`) and :func:`restore` checks them first: a
+damaged checkpoint is named, never loaded.
 """
 from __future__ import annotations
 
-import json
+import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -21,7 +27,10 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from course.features import file_sha256
+from course import integrity
+
+RUN_FILE = "run.json"
+_OURS = re.compile(r"^\d+(\.orbax-checkpoint-tmp.*)?$|^\d+\.sha256\.json$")  # what start(overwrite=True) removes
 
 
 class CheckpointError(ValueError):
@@ -36,40 +45,60 @@ def _manager(directory: Path, keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(directory).resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
 
 
-def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Optimizer, meta: dict) -> None:
-    """Write checkpoint ``epoch`` (keeping the two latest) and the run's description ``meta`` beside it."""
+def start(directory: str | Path, meta: dict, overwrite: bool = False) -> None:
+    """Begin a new run in ``directory``: write its description ``meta`` as ``run.json``, atomically.
+
+    A directory holding checkpoints already (another run, or this one before) is refused with a
+    :class:`CheckpointError` naming it: continue that run (``--resume``), pick another directory, or pass
+    ``overwrite=True`` (``--overwrite``), which deletes its checkpoints first.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    epoch = latest_epoch(directory)
+    if epoch is not None:
+        if not overwrite:
+            raise CheckpointError(
+                f"{directory} already holds the checkpoints of a run (up to epoch {epoch}{_described(directory)}); "
+                f"pass --resume to continue it, choose another --checkpoint-dir, or pass --overwrite to replace it")
+        for entry in directory.iterdir():
+            if _OURS.match(entry.name) or entry.name == RUN_FILE:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+    integrity.write_json(directory / RUN_FILE, meta)
+
+
+def _described(directory: Path) -> str:
+    """``: model=..., lr=...`` from the directory's run.json, or nothing when it cannot be read."""
+    try:
+        meta = integrity.read_json(directory / RUN_FILE)
+        return ": " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items()))
+    except (integrity.IntegrityError, AttributeError):
+        return ""
+
+
+def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Optimizer) -> Path:
+    """Write checkpoint ``epoch`` of the run :func:`start` began in ``directory`` (keeping the two latest) and its
+    sha256 manifest; return the epoch's directory."""
+    directory = Path(directory)
+    if not (directory / RUN_FILE).is_file():
+        raise CheckpointError(f"{directory} has no {RUN_FILE}: call checkpoint.start(directory, meta) before the "
+                              f"first save")
     with _manager(directory) as mngr:
         mngr.save(epoch, args=ocp.args.StandardSave(_pure(model, optimizer)))
         mngr.wait_until_finished()
         kept = {str(s) for s in mngr.all_steps()}
-    _sums_path(directory, epoch).write_text(json.dumps(_file_sums(directory / str(epoch)), indent=1))
+    step = directory / str(epoch)
+    integrity.write_manifest(_sums_path(directory, epoch), directory,
+                             [RUN_FILE, *(f.relative_to(directory) for f in step.rglob("*"))])
     for old in directory.glob("*.sha256.json"):  # checkpoints the manager deleted
         if old.name.split(".")[0] not in kept:
             old.unlink()
+    return step
 
 
 def _sums_path(directory: Path, epoch: int) -> Path:
     return directory / f"{epoch}.sha256.json"
-
-
-def _file_sums(step_dir: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file of one saved epoch."""
-    return {str(f.relative_to(step_dir)): file_sha256(f) for f in sorted(step_dir.rglob("*")) if f.is_file()}
-
-
-def _check_sums(directory: Path, epoch: int) -> None:
-    """Raise ValueError naming the first file of checkpoint ``epoch`` whose bytes changed since it was saved."""
-    path = _sums_path(directory, epoch)
-    if not path.exists():
-        raise ValueError(f"{path.name} is missing, so its files cannot be verified")
-    saved, now = json.loads(path.read_text()), _file_sums(directory / str(epoch))
-    for name, digest in saved.items():
-        if now.get(name) != digest:
-            what = "is missing" if name not in now else "changed since it was saved (sha256 mismatch)"
-            raise ValueError(f"file {name} {what}")
 
 
 def latest_epoch(directory: str | Path) -> int | None:
@@ -93,7 +122,13 @@ def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, 
     epoch = latest_epoch(directory)
     if epoch is None:
         raise CheckpointError(f"no checkpoint in {directory}; train without --resume first")
-    saved = json.loads((directory / "run.json").read_text())
+    saved = integrity.read_json(directory / RUN_FILE,
+                                f"it records the arguments of the run whose checkpoints are there, and without it "
+                                f"they cannot be resumed safely: restore it from a backup, train into another "
+                                f"--checkpoint-dir, or pass --overwrite (without --resume) to replace them")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{directory / RUN_FILE} is not a run description (a JSON object); restore it from a "
+                              f"backup, or train into another --checkpoint-dir")
     diff = {k: (saved.get(k), meta.get(k)) for k in set(saved) | set(meta) if saved.get(k) != meta.get(k)}
     if diff:
         raise CheckpointError(f"the checkpoint in {directory} is of another run (saved vs now: {diff}); "
@@ -103,15 +138,17 @@ def restore(directory: str | Path, model: nnx.Module, optimizer: nnx.Optimizer, 
     with _manager(directory) as mngr:
         for epoch in sorted(mngr.all_steps(), reverse=True):
             try:
-                _check_sums(directory, epoch)
+                integrity.verify(_sums_path(directory, epoch), directory)
                 restored = mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
                 break
+            except integrity.IntegrityError as e:
+                reason = str(e)
             except Exception as e:  # orbax/tensorstore raise many types; the first line says what broke
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                damaged.append(f"epoch {epoch} ({directory / str(epoch)}): {reason}")
-                if not fallback:
-                    raise CheckpointError(f"the checkpoint of {damaged[-1]} cannot be read; delete that epoch's "
-                                          f"directory to resume from the one before, or train again") from None
+            damaged.append(f"epoch {epoch} ({directory / str(epoch)}): {reason}")
+            if not fallback:
+                raise CheckpointError(f"the checkpoint of {damaged[-1]} cannot be read; delete that epoch's "
+                                      f"directory to resume from the one before, or train again") from None
         else:
             raise CheckpointError(f"no checkpoint in {directory} can be read: {'; '.join(damaged)}. "
                                   f"Delete the directory and train again without --resume")

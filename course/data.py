@@ -11,7 +11,9 @@ Every split is fixed by a seed, so every notebook sees the same data on every ma
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -203,6 +205,10 @@ def shapes(n_train: int = 2000, n_test: int = 800, classes: Sequence[str] = SHAP
 # CIFAR-10 from a local directory
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+# The published MD5 of each batch of cifar-10-python.tar.gz (the ones torchvision's CIFAR10 checks).
+CIFAR10_MD5 = {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+               "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+               "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"}
 _CIFAR_HINT = ("CIFAR-10 is never downloaded by the course: get cifar-10-python.tar.gz from "
                "https://www.cs.toronto.edu/~kriz/cifar.html, extract it, and pass the "
                "'cifar-10-batches-py' directory.")
@@ -210,6 +216,25 @@ _CIFAR_HINT = ("CIFAR-10 is never downloaded by the course: get cifar-10-python.
 
 class DatasetError(ValueError):
     """A dataset directory is missing, incomplete or corrupt. The message says which file and what to do."""
+
+
+class DatasetWarning(UserWarning):
+    """A dataset file is readable but not the published one (its digest differs): damaged, or made elsewhere."""
+
+
+def _check_published_digests(directory: Path) -> None:
+    """Warn, naming them, about the CIFAR-10 batches whose MD5 is not the published one. Not an error: a batch
+    re-pickled elsewhere holds the same images; a damaged one that no longer parses fails in _read_cifar_batch."""
+    def md5(name):
+        with open(directory / name, "rb") as f:
+            return hashlib.file_digest(f, "md5").hexdigest()
+
+    unknown = [name for name in CIFAR10_FILES if md5(name) != CIFAR10_MD5[name]]
+    if unknown:
+        warnings.warn(f"{directory}: the MD5 of {', '.join(unknown)} differs from the published batch of "
+                      f"cifar-10-python.tar.gz (damaged, or made elsewhere); read anyway. If these should be the "
+                      f"original images, extract them again from the archive "
+                      f"(https://www.cs.toronto.edu/~kriz/cifar.html).", DatasetWarning, stacklevel=3)
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -235,13 +260,15 @@ def load_cifar10(directory: str | Path, limit: int | None = None, dtype=np.float
     """Read CIFAR-10 from ``directory`` (the extracted ``cifar-10-batches-py``): 50,000 train and 10,000 test
     images of 32x32x3, as float32 in [0, 1], or with ``dtype=np.uint8`` as the stored bytes 0..255 (a quarter of
     the memory; :func:`course.training.fit` and ``evaluate`` normalise them on the device). ``limit`` keeps only
-    the first ``limit`` images of each split."""
+    the first ``limit`` images of each split. A batch whose MD5 is not the published one is read with a
+    :class:`DatasetWarning` naming it."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise DatasetError(f"CIFAR-10 directory {directory} does not exist. {_CIFAR_HINT}")
     missing = [f for f in CIFAR10_FILES if not (directory / f).is_file()]
     if missing:
         raise DatasetError(f"CIFAR-10 directory {directory} lacks {', '.join(missing)}. {_CIFAR_HINT}")
+    _check_published_digests(directory)
     parts = [_read_cifar_batch(directory / f) for f in CIFAR10_FILES[:5]]
     xtr, ytr = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     xte, yte = _read_cifar_batch(directory / "test_batch")

@@ -19,8 +19,8 @@ computed once freeze one random draw and the head would see the same "augmented"
 no augmentation at all; :func:`cached_features` refuses it with :class:`AugmentationNotCacheable`.
 
 On disk an entry is ``<name>-<key>.npz`` (the arrays) plus ``<name>-<key>.json`` (a manifest holding the key and
-the sha256 of the ``.npz``). Both are written atomically (a temporary file in the same directory, then
-``os.replace``), the manifest last. Reading checks the manifest's key (else the entry is *stale*) and the
+the sha256 of the ``.npz``). Both are written atomically (:mod:`course.integrity`: a temporary file in the same
+directory, then ``os.replace``), the manifest last. Reading checks the manifest's key (else the entry is *stale*) and the
 checksum (else it is *corrupt*); a stale or corrupt entry is reported in one line and rebuilt, never used. The
 same store keeps the trained feature extractors (:mod:`course.extractor`).
 """
@@ -29,9 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -41,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 import course
-from course import paths
+from course import integrity, paths
 from course.training import padded_batches  # fixed-size batches: one compiled forward pass
 
 CODE_VERSION = "features-v1"
@@ -81,32 +79,8 @@ def weights_hash(model: nnx.Module) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The on-disk store: <stem>.npz + <stem>.json, written atomically, read with key and checksum checks
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through ``write(fileobj)`` into a temporary file beside it, then rename it into place, so a
-    reader never sees a half-written file (os.replace is atomic on POSIX and Windows)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def entry_paths(stem: Path) -> tuple[Path, Path]:
     """(``<stem>.npz``, ``<stem>.json``); appended, not ``with_suffix``, so a dot in the name is kept."""
     return stem.parent / f"{stem.name}.npz", stem.parent / f"{stem.name}.json"
@@ -115,9 +89,8 @@ def entry_paths(stem: Path) -> tuple[Path, Path]:
 def save_entry(stem: Path, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> None:
     """Store ``arrays`` as ``stem.npz`` and ``manifest`` (+ the npz's sha256) as ``stem.json``, atomically."""
     npz, js = entry_paths(stem)
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
-    manifest = {**manifest, "file": npz.name, "sha256": file_sha256(npz)}
-    _atomic_write(js, lambda f: f.write(json.dumps(manifest, indent=1, sort_keys=True).encode()))
+    integrity.atomic_write(npz, lambda f: np.savez(f, **arrays))
+    integrity.write_json(js, {**manifest, "sha256": integrity.sums(npz.parent, [npz.name])})
 
 
 class Entry(NamedTuple):
@@ -141,18 +114,21 @@ def load_entry(stem: Path, key: str) -> Entry:
     if not js.exists():
         return Entry("miss", None, None, "it is not in the cache")
     try:
-        manifest = json.loads(js.read_text())
-        if not isinstance(manifest, dict) or "sha256" not in manifest:
-            raise ValueError("not a manifest")
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        return Entry("corrupt", None, None, f"its manifest is unreadable ({type(e).__name__})")
+        manifest = integrity.read_json(js)
+    except integrity.IntegrityError:
+        return Entry("corrupt", None, None, "its manifest is unreadable (JSONDecodeError)")
+    listed = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict) or npz.name not in listed:
+        return Entry("corrupt", None, None, "its manifest is unreadable (no sha256 of its array file)")
     if manifest.get("key") != key:
         return Entry("stale", None, manifest,
                      "it was written for another key: another config or code version")
-    if not npz.exists():
-        return Entry("corrupt", None, manifest, "its array file is missing")
-    if file_sha256(npz) != manifest["sha256"]:
-        return Entry("corrupt", None, manifest, "the sha256 of its array file does not match its manifest")
+    try:
+        integrity.check(npz.parent, {npz.name: listed[npz.name]})
+    except integrity.IntegrityError as e:
+        reason = {"missing": "its array file is missing",
+                  "changed": "the sha256 of its array file does not match its manifest"}[e.problem]
+        return Entry("corrupt", None, manifest, reason)
     try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

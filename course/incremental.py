@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -46,6 +45,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from course import integrity
 from course.counting import param_count  # re-exported: the memory each strategy needs
 from course.training import History, fit, padded_batches, predict
 
@@ -557,38 +557,48 @@ def format_results(results: Sequence[Result]) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Between increments: the weights on disk, with the label space they answer in
 _SAVED = nnx.Any(nnx.Param, nnx.BatchStat)  # what a reloaded model needs: weights and BatchNorm statistics
+_MANIFEST = "sha256.json"  # {file: sha256} of the weights and classes.json (course.integrity), written last
 
 
 def save_weights(directory: str | Path, model: nnx.Module, classes: Sequence[str]) -> Path:
     """Write ``model``'s weights and BatchNorm statistics (Orbax, as :mod:`course.checkpoint`) to ``directory``,
     and beside them ``classes.json``: the label space, output i = ``classes[i]`` (and the number of outputs,
     more than the classes when outputs are pre-allocated for classes to come). A later increment reloads both
-    (:func:`load_weights`): the class list is what new data's labels must be mapped into."""
+    (:func:`load_weights`): the class list is what new data's labels must be mapped into. Last comes
+    ``sha256.json``, the sha256 of every file written, which :func:`load_weights` checks before reading any."""
     directory = Path(directory).resolve()
     n_out = model.head.kernel.shape[-1]
     if len(classes) > n_out:
         raise ValueError(f"the model has {n_out} outputs but {len(classes)} class names were given")
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / _MANIFEST).unlink(missing_ok=True)  # a save cut short leaves no manifest vouching for it
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(directory / "weights", nnx.to_pure_dict(nnx.state(model, _SAVED)), force=True)
-    (directory / "classes.json").write_text(json.dumps({"classes": list(classes), "outputs": n_out}))
+    integrity.write_json(directory / "classes.json", {"classes": list(classes), "outputs": n_out})
+    written = [f.relative_to(directory) for f in (directory / "weights").rglob("*")] + ["classes.json"]
+    integrity.write_manifest(directory / _MANIFEST, directory, written)
     return directory
 
 
 def saved_classes(directory: str | Path) -> list[str]:
-    """The label space saved with the weights in ``directory``."""
+    """The label space saved with the weights in ``directory`` (checked against its sha256 first)."""
     return _label_file(directory)["classes"]
 
 
 def _label_file(directory: str | Path) -> dict:
-    path = Path(directory) / "classes.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: {directory} was not written by save_weights")
-    return json.loads(path.read_text())
+    """Verify every file :func:`save_weights` wrote in ``directory`` (an :class:`~course.integrity.IntegrityError`
+    names a missing or damaged one) and return its ``classes.json``."""
+    directory = Path(directory)
+    fix = f"save the model again with save_weights (a directory it wrote holds weights/, classes.json, {_MANIFEST})"
+    if not directory.is_dir():
+        raise integrity.IntegrityError(f"{directory} does not exist; {fix}", directory, "missing")
+    integrity.verify(directory / _MANIFEST, directory, fix)
+    return integrity.read_json(directory / "classes.json", fix)
 
 
 def load_weights(directory: str | Path, build: Callable[[int], nnx.Module]) -> tuple[nnx.Module, list[str]]:
-    """``(model, classes)``: a model from ``build(outputs)`` with the weights saved in ``directory``."""
+    """``(model, classes)``: a model from ``build(outputs)`` with the weights saved in ``directory``, after checking
+    every saved file against its sha256 (a damaged one is an :class:`~course.integrity.IntegrityError` naming it)."""
     directory = Path(directory).resolve()
     labels = _label_file(directory)
     classes = labels["classes"]

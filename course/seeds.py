@@ -18,10 +18,13 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from course.parameters import check_seed
+
 
 def seeds(seed: int, n: int = 3) -> list[int]:
     """The ``n`` seeds a notebook with parameter ``SEED = seed`` runs: ``seed*n .. seed*n + n-1``. Different
     ``SEED`` values give disjoint sets, so re-running a notebook at another ``SEED`` repeats no run."""
+    check_seed(seed, "SEED")
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
     return list(range(seed * n, seed * n + n))

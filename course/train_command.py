@@ -7,12 +7,14 @@ CIFAR-10 directory) and ``synthetic`` (random images and labels of the model's o
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from course import data as datasets
-from course import models, precision, training
+from course import models, parameters, precision, training
 from course.device_data import SyntheticData
 
 SCALES = {"small": dict(epochs=5, batch=64, examples=2048), "full": dict(epochs=30, batch=256, examples=51200)}
@@ -42,11 +44,13 @@ def load_data(spec: str, input_shape: tuple[int, int, int], num_classes: int, sc
 def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: int | None = None,
               batch: int | None = None, dtype: str = "float32", lr: float = 1e-3, seed: int = 0,
               checkpoint_dir: str | Path | None = None, resume: bool = False, devices: int | None = None,
-              verbose: bool = True, progress: bool = True) -> training.History:
+              verbose: bool = True, progress: bool = True, overwrite: bool = False) -> training.History:
     """Train ``model_name`` on ``data_spec`` and return the history of the epochs run now.
 
     With ``checkpoint_dir`` a checkpoint is written after every epoch; ``resume`` continues from the latest one
-    (the same arguments are required: the run's description is stored beside the checkpoints).
+    (the same arguments are required: the run's description is stored beside the checkpoints). A directory that
+    holds another run's checkpoints is refused unless ``overwrite`` (see :func:`course.checkpoint.start`). A run
+    whose loss diverges (not finite, or far above a uniform guess's) stops with an error naming the learning rate.
     """
     from course import checkpoint
 
@@ -59,6 +63,13 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
     batch = SCALES[scale]["batch"] if batch is None else batch
     if epochs < 1 or batch < 1:
         raise ValueError(f"epochs and batch must be positive, got epochs={epochs}, batch={batch}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a positive learning rate (e.g. 1e-3), not {lr}")
+    parameters.check_seed(seed, "--seed")
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --checkpoint-dir and --overwrite replaces it: pass one")
+    if overwrite and checkpoint_dir is None:
+        raise ValueError("--overwrite needs --checkpoint-dir (the folder whose checkpoints it replaces)")
     mesh = None
     if devices is not None and devices != 1:
         from course.parallel import make_mesh
@@ -77,12 +88,45 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
             raise ValueError(f"the checkpoint already reached epoch {first - 1}; ask for more --epochs to continue")
         if verbose:
             print(f"resumed from epoch {first - 1} in {checkpoint_dir}")
-    def save(epoch, model, hist):
+    elif checkpoint_dir is not None:
+        checkpoint.start(checkpoint_dir, meta, overwrite)
+    verbose = verbose and jax.process_index() == 0  # one log for a run of several processes
+    n_train = len(ds) if hasattr(ds, "__len__") else len(ds.x_train)
+
+    def after_epoch(epoch, model, hist):
+        check_converging(hist.train_loss[-1], ds.num_classes, lr, epoch)
+        saved = None
         if checkpoint_dir is not None:
-            checkpoint.save(checkpoint_dir, epoch, model, opt, meta)
+            saved = checkpoint.save(checkpoint_dir, epoch, model, opt)
+        if verbose:
+            print(epoch_line(hist, epochs, n_train // batch * batch, saved), flush=True)
 
     if verbose:
         print(f"{model_name} on {ds!r}, batch {batch}, {dtype}, epochs {first}..{epochs}")
     return training.fit(model, ds, epochs=epochs, batch_size=batch, optimizer=opt, seed=seed,
                         loss_fn=precision.mixed_precision(spec.loss or training.cross_entropy, dtype),
-                        verbose=verbose, callback=save, first_epoch=first, mesh=mesh, progress=progress)
+                        verbose=False, callback=after_epoch, first_epoch=first, mesh=mesh, progress=progress)
+
+
+DIVERGED = 10.0  # a train loss above DIVERGED x a uniform guess's cross-entropy, log(classes), is divergence
+
+
+def check_converging(loss: float, num_classes: int, lr: float, epoch: int) -> None:
+    """Raise ValueError naming the learning rate when an epoch's mean train loss is not finite or more than
+    :data:`DIVERGED` times a uniform guess's (the weights of that epoch are then not saved)."""
+    guess = math.log(num_classes)
+    if not math.isfinite(loss) or loss > DIVERGED * guess:
+        raise ValueError(f"training diverged at epoch {epoch}: train loss {loss:.4g}, while guessing uniformly "
+                         f"scores {guess:.2f}; the learning rate --lr {lr:g} is too large, try {lr / 10:g}")
+
+
+def epoch_line(hist: training.History, epochs: int, images: int, saved: Path | None) -> str:
+    """One epoch of the train log: losses, accuracies, the epoch's wall time (evaluation included) and the
+    images trained per second of it, and where its checkpoint was saved."""
+    s = hist.seconds[-1]
+    line = (f"epoch {hist.epoch[-1]:>{len(str(epochs))}}/{epochs}  train loss {hist.train_loss[-1]:.3f} "
+            f"acc {hist.train_accuracy[-1]:.3f}")
+    if hist.test_loss:
+        line += f"  |  test loss {hist.test_loss[-1]:.3f} acc {hist.test_accuracy[-1]:.3f}"
+    line += f"  |  {s:.1f} s, {images / s:,.0f} images/s"
+    return line + (f"  |  checkpoint saved: {saved}" if saved else "")
