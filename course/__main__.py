@@ -84,11 +84,11 @@ def _count(args) -> int:
         table = counting.count(model, shape, args.model, mode=args.mode)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{what}: {e}") from None
-    empty = next((r for r in table.rows if 0 in tuple(r.out_shape)[:-1]), None)
-    if empty is not None:
-        out = "x".join(map(str, empty.out_shape))
-        raise ValueError(f"{what}: its feature maps shrink to {out} at {empty.path}; use a larger --size (its "
-                         f"own input is {h}x{w})")
+    for r in table.rows:
+        for where, maps in (("input", r.in_shape), ("output", r.out_shape)):
+            if 0 in tuple(maps)[:-1]:  # a spatial size of 0: nothing left to compute from
+                raise ValueError(f"{what}: its feature maps shrink to {'x'.join(map(str, maps[:-1]))} at {r.path}'s "
+                                 f"{where}; use a larger --size (its own input is {h}x{w})")
     print(table.to_json() if args.json else table)
     return 0
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
-from course import extractor, features, transfer
+from course import extractor, features, integrity, transfer
 from course.models.simple import SmallCNN
 from course.training import fit
 
@@ -121,7 +121,8 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tiny, tmp_path):
     assert len(names) == 2 and not any(n.startswith(".") for n in names)  # the npz and its manifest only
     assert all(n.startswith("a_b_c_d-") for n in names)
     manifest = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert manifest["sha256"] == features.file_sha256(next(tmp_path.glob("*.npz")))
+    npz = next(tmp_path.glob("*.npz"))
+    assert manifest["sha256"] == {npz.name: integrity.file_sha256(npz)}
 
 
 def test_frozen_conv_part_runs_on_other_input_sizes(tiny):

@@ -93,6 +93,7 @@ def write_fake_cifar(directory, n=4, corrupt=None):
     return directory
 
 
+@pytest.mark.filterwarnings("ignore::course.data.DatasetWarning")  # fake batches: not the published files
 def test_cifar_reader_on_files_in_the_standard_format(tmp_path):
     root = write_fake_cifar(tmp_path / "cifar-10-batches-py")
     ds = data.load_cifar10(root)
@@ -106,6 +107,7 @@ def test_cifar_reader_on_files_in_the_standard_format(tmp_path):
     assert ds.y_train[:4].tolist() == list(raw[b"labels"]) and ds.classes[0] == "airplane"
 
 
+@pytest.mark.filterwarnings("ignore::course.data.DatasetWarning")  # fake batches: not the published files
 def test_cifar_reader_errors_name_the_problem_and_the_fix(tmp_path):
     with pytest.raises(data.DatasetError, match="does not exist.*cifar-10-python.tar.gz"):
         data.load_cifar10(tmp_path / "nowhere")

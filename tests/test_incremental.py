@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from course import incremental as inc
+from course.integrity import IntegrityError
 from course.models.simple import SmallCNN
 
 
@@ -306,7 +307,7 @@ def test_save_and_load_weights_round_trip_with_the_label_space(tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))  # same program: bit for bit
     with pytest.raises(ValueError, match="5 outputs but 6 class names"):
         inc.save_weights(tmp_path / "n", model, list("abcdef"))
-    with pytest.raises(FileNotFoundError, match="save_weights"):
+    with pytest.raises(IntegrityError, match="nothing does not exist; save the model again with save_weights"):
         inc.saved_classes(tmp_path / "nothing")
 
 
