@@ -72,16 +72,16 @@ def _learning_rate(text: str) -> float:
     return value
 
 
-def _count(args) -> int:
+def _counted(name: str, size: int | None, channels: int | None = None, mode: str = "eval"):
+    """``(input shape, course.counting table)`` of model ``name`` at ``size`` x ``size`` x ``channels`` (None: its
+    own), or a ValueError saying why it cannot take that input (e.g. its feature maps would shrink to 0x0)."""
     from course import counting, models
 
-    spec = models.get_spec(args.model)
-    h, w, c = spec.input_shape
-    shape = (args.size, args.size, c) if args.size else (h, w, c)
-    what = f"{args.model} cannot take a {shape[0]}x{shape[1]}x{shape[2]} input"
+    h, w, c = models.get_spec(name).input_shape
+    shape = (size or h, size or w, channels or c)
+    what = f"{name} cannot take a {shape[0]}x{shape[1]}x{shape[2]} input"
     try:
-        model = models.build(args.model, input_shape=shape, abstract=True)
-        table = counting.count(model, shape, args.model, mode=args.mode)
+        table = counting.count(models.build(name, input_shape=shape, abstract=True), shape, name, mode=mode)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{what}: {e}") from None
     for r in table.rows:
@@ -89,6 +89,11 @@ def _count(args) -> int:
             if 0 in tuple(maps)[:-1]:  # a spatial size of 0: nothing left to compute from
                 raise ValueError(f"{what}: its feature maps shrink to {'x'.join(map(str, maps[:-1]))} at {r.path}'s "
                                  f"{where}; use a larger --size (its own input is {h}x{w})")
+    return shape, table
+
+
+def _count(args) -> int:
+    _, table = _counted(args.model, args.size, mode=args.mode)
     print(table.to_json() if args.json else table)
     return 0
 
@@ -97,8 +102,7 @@ def _bench(args) -> int:
     from course import bench
 
     names = args.models or bench.notebook_scale_models()
-    for name in names:
-        bench.models.get_spec(name)  # fail fast on a typo, before compiling anything
+    shapes = {name: _counted(name, args.size, args.channels)[0] for name in names}  # fail fast, before compiling
     import jax
 
     device = jax.devices()[0]
@@ -109,11 +113,7 @@ def _bench(args) -> int:
             print(f"no data-sheet peak known for this device; a {args.dtype} 1024x1024 matmul reaches "
                   f"{bench.measured_matmul_tflops(dtype=args.dtype):.4f} TFLOP/s here")
     for name in names:
-        shape = None
-        if args.size or args.channels:
-            h, w, c = bench.models.get_spec(name).input_shape
-            shape = (args.size or h, args.size or w, args.channels or c)
-        r = bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shape,
+        r = bench.bench_train_step(name, args.batch, args.steps, dtype=args.dtype, input_shape=shapes[name],
                                    progress=sys.stderr)
         print(json.dumps(r.to_dict()) if args.json else r, flush=True)
     return 0

@@ -80,6 +80,7 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
     opt = training.make_optimizer(model, lr)
     meta = dict(model=model_name, data=data_spec, scale=scale, batch=batch, dtype=dtype, lr=lr, seed=seed)
     first = 1
+    verbose = verbose and jax.process_index() == 0  # one log for a run of several processes (jax is started by now)
     if resume:
         if checkpoint_dir is None:
             raise ValueError("--resume needs --checkpoint-dir")
@@ -90,7 +91,6 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
             print(f"resumed from epoch {first - 1} in {checkpoint_dir}")
     elif checkpoint_dir is not None:
         checkpoint.start(checkpoint_dir, meta, overwrite)
-    verbose = verbose and jax.process_index() == 0  # one log for a run of several processes
     n_train = len(ds) if hasattr(ds, "__len__") else len(ds.x_train)
 
     def after_epoch(epoch, model, hist):

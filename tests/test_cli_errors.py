@@ -33,6 +33,7 @@ def run_main(argv, capsys):
     (["bench", "small_cnn", "--batch", "0"], "argument --batch: must be a whole number >= 1, not '0'"),
     (["bench", "small_cnn", "--steps", "0"], "argument --steps: must be a whole number >= 1, not '0'"),
     (["bench", "resnet5000"], "unknown model 'resnet5000'; known models:"),
+    (["bench", "small_cnn", "--size", "3"], "small_cnn cannot take a 3x3x1 input: its feature maps shrink to 0x0"),
     (["bench", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
     (["train", "small_cnn", "--data", "digits", "--lr", "-1"], "argument --lr: must be a positive number"),
     (["train", "small_cnn", "--data", "digits", "--lr", "nan"], "argument --lr: must be a positive number"),
