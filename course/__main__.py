@@ -16,12 +16,7 @@ from course.parameters import MAX_SEED, SCALES
 
 DTYPES = ("float32", "bfloat16")  # course.precision.DTYPES (a test checks they agree), without importing jax
 
-DESCRIPTION = """\
-commands:
-  count   per-layer parameters and multiply-accumulates (MACs) of a model, at any input size
-  bench   the train step's time, images/s and achieved TFLOP/s of models, on whatever device jax sees
-  train   train a model on a dataset, with a checkpoint after every epoch and exact resume
-
+EXAMPLES = """\
 examples:
   course count resnet50                      per-layer parameters and MACs at the model's input size
   course count googlenet --mode train        the training path (auxiliary heads included)
@@ -130,18 +125,18 @@ def _train(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line's parser: every option with a help line, its default and, where fixed, its choices."""
-    p = argparse.ArgumentParser(prog="course", formatter_class=_Formatter, epilog=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="course", formatter_class=_Formatter, epilog=EXAMPLES,
                                 description="Why modern CNN architectures look the way they do: the course's "
                                             "library from the command line.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    c = sub.add_parser("count", formatter_class=_Formatter, help="per-layer parameters and MACs of a model",
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    c = sub.add_parser("count", formatter_class=_Formatter, help="per-layer parameters and multiply-accumulates (MACs) of a model, at any input size",
                        description="Per-layer parameters, MACs, FLOPs and XLA's FLOPs of a registered model.")
     c.add_argument("model", help="a model name; an unknown one lists the known names")
     c.add_argument("--size", type=_whole(1), help="input height = width (default: the model's own)")
     c.add_argument("--mode", choices=("eval", "train"), default="eval",
                    help="eval: the inference path; train: with training-only branches (auxiliary heads)")
     c.add_argument("--json", action="store_true", help="rows and totals as JSON")
-    b = sub.add_parser("bench", formatter_class=_Formatter, help="train-step time of models",
+    b = sub.add_parser("bench", formatter_class=_Formatter, help="the train step's time, images/s and achieved TFLOP/s of models, on whatever device jax sees",
                        description="Time of the full train step (forward, backward, Adam), images/s, host "
                                    "overhead and achieved TFLOP/s, on whatever device jax sees.")
     b.add_argument("models", nargs="*", help="model names (default: every model with inputs up to 64x64)")
@@ -153,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--channels", type=_whole(1), help="input channels (default: each model's own; e.g. "
                    "resnet20 --size 32 --channels 3 is CIFAR-10's shape)")
     b.add_argument("--json", action="store_true", help="one JSON object per model (images_per_s, step_ms, ...)")
-    t = sub.add_parser("train", formatter_class=_Formatter, help="train a model, with checkpoints and resume",
+    t = sub.add_parser("train", formatter_class=_Formatter, help="train a model on a dataset, with a checkpoint after every epoch and exact resume",
                        description="Train a registered model on a dataset; one log line per epoch (losses, "
                                    "accuracies, time, images/s, the checkpoint saved).")
     t.add_argument("model", help="a model name; an unknown one lists the known names")

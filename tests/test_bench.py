@@ -17,8 +17,11 @@ def test_peaks_tell_the_h100_variants_apart_and_use_tf32_for_float32(kind, dtype
     assert bench.device_peak_tflops(dtype, SimpleNamespace(device_kind=kind)) == peak
 
 
-def test_a_bench_result_is_consistent_and_names_its_fields():
-    r = bench.bench_train_step("small_cnn", batch=8, steps=3)
+def test_a_bench_result_is_consistent_and_names_its_fields(capsys):
+    r = bench.bench_train_step("small_cnn", batch=8, steps=3, progress=sys.stderr)
+    err = capsys.readouterr().err  # it says what it is doing while it compiles
+    assert "small_cnn: building the model (16x16x1) and compiling its train step at batch 8 ..." in err
+    assert "small_cnn: compiled in " in err and "timing 3 steps" in err
     d = r.to_dict()
     for key in ("model", "device", "dtype", "batch", "images_per_s", "step_ms", "host_overhead_ms",
                 "macs_per_example", "achieved_tflops", "peak_tflops", "fraction_of_peak"):

@@ -4,6 +4,7 @@ no traceback; a checkpoint folder holds one run; a diverging run stops naming th
 import argparse
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -96,7 +97,7 @@ def test_help_shows_defaults_choices_and_every_command(capsys):
         main(["--help"])
     top = capsys.readouterr().out
     for command in ("count", "bench", "train"):
-        assert f"\n  {command} " in top
+        assert re.search(rf"^ +{command} +\S", top, re.M), top  # listed, with what it does
     assert "``" not in top
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -108,17 +109,9 @@ def test_help_shows_defaults_choices_and_every_command(capsys):
     assert f"(default: {s['batch']} at --scale small, {f['batch']} at full)" in text
     assert set(DTYPES) == set(precision.DTYPES) and set(parameters.SCALES) == set(train_command.SCALES)
     commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert sorted(commands) == ["bench", "count", "train"]
+    assert {"bench", "count", "train"} <= set(commands)
     for name, sub in commands.items():
         assert all(a.help for a in sub._actions), name  # a help line for every option
-
-
-def test_bench_says_it_is_compiling(capsys):
-    from course import bench
-    bench.bench_train_step("small_cnn", batch=8, steps=2, progress=sys.stderr)
-    err = capsys.readouterr().err
-    assert "small_cnn: building the model (16x16x1) and compiling its train step at batch 8 ..." in err
-    assert "small_cnn: compiled in " in err and "timing 2 steps" in err
 
 
 # ----------------------------------------------------------------------------------------------------------
