@@ -72,15 +72,20 @@ nbval-seed: setup
 	 else echo "no notebook of NOTEBOOKS is in SEED_CHECKED"; fi
 
 # Each run also logs its claims (course/claims.py) to build/seeds/<notebook>.seed0.jsonl: the SEED 0 column of make seeds.
+# Each runs with a new, empty cache directory (a first run's time), recorded by tools/runtimes.py, which then writes
+# that one measurement into the notebook's "Runs in" header and the README's table.
 notebooks: setup
 	mkdir -p $(SWEEP_DIR)
 	for nb in $(NOTEBOOKS); do \
-	  start=$$(date +%s.%N); log=$(CURDIR)/$(SWEEP_DIR)/$$(basename $$nb .ipynb).seed0.jsonl; rm -f $$log; \
-	  COURSE_CLAIMS_LOG=$$log $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" --log-level=WARN \
-	    --ExecutePreprocessor.timeout=600 \
+	  cache=$$(mktemp -d); log=$(CURDIR)/$(SWEEP_DIR)/$$(basename $$nb .ipynb).seed0.jsonl; rm -f $$log; \
+	  start=$$(date +%s.%N); \
+	  COURSE_CACHE_DIR=$$cache COURSE_CLAIMS_LOG=$$log $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    "$$nb" --log-level=WARN --ExecutePreprocessor.timeout=600 \
 	    --ExecutePreprocessor.extra_arguments="['--IPKernelApp.capture_fd_output=False']" || exit 1; \
-	  echo "$$nb: $$(echo "$$(date +%s.%N) - $$start" | bc) s"; \
+	  secs=$$(echo "$$(date +%s.%N) - $$start" | bc); rm -rf $$cache; echo "$$nb: $$secs s"; \
+	  $(BIN)/python -m tools.runtimes record "$$nb" $$secs || exit 1; \
 	done
+	$(BIN)/python -m tools.runtimes write $(NOTEBOOKS)
 
 # The robustness sweep (tools/seed_sweep.py): papermill runs each notebook at each seed, JOBS at a time, each pinned to
 # its own core; claims keep going and log JSON lines; the table (claim x seed) is printed and the target fails if an

@@ -137,13 +137,21 @@ def evaluate(model: nnx.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 
 
 @dataclasses.dataclass
 class History:
-    """Per-epoch metrics of a :func:`fit` run. ``h["test_accuracy"]`` is a list, one value per epoch."""
+    """Per-epoch metrics of a :func:`fit` run. ``h["test_accuracy"]`` is a list, one value per epoch.
+
+    Two kinds of training-set figures, not to be compared with each other: ``train_loss`` and ``train_accuracy``
+    are *running* means over the epoch's batches, in train mode (dropout on, BatchNorm on batch statistics),
+    while the weights move; ``train_eval_loss`` and ``train_eval_accuracy`` (with ``fit(..., train_eval=N)``)
+    are measured exactly as the test figures are: in eval mode, after the epoch, on a fixed subset of N training
+    examples. Compare training with test accuracy only through the second kind."""
 
     epoch: list[int] = dataclasses.field(default_factory=list)
-    train_loss: list[float] = dataclasses.field(default_factory=list)
-    train_accuracy: list[float] = dataclasses.field(default_factory=list)
+    train_loss: list[float] = dataclasses.field(default_factory=list)       # running mean, train mode
+    train_accuracy: list[float] = dataclasses.field(default_factory=list)   # running mean, train mode
     test_loss: list[float] = dataclasses.field(default_factory=list)
     test_accuracy: list[float] = dataclasses.field(default_factory=list)
+    train_eval_loss: list[float] = dataclasses.field(default_factory=list)      # eval mode, end of epoch
+    train_eval_accuracy: list[float] = dataclasses.field(default_factory=list)  # eval mode, end of epoch
     seconds: list[float] = dataclasses.field(default_factory=list)
     extra: dict[str, list] = dataclasses.field(default_factory=dict)  # what callbacks record, per epoch
 
@@ -152,7 +160,8 @@ class History:
 
     def final(self) -> dict[str, float]:
         """The last epoch's metrics."""
-        keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+        keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "train_eval_loss",
+                "train_eval_accuracy")
         return {k: self[k][-1] for k in keys if self[k]}
 
 
@@ -177,7 +186,7 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
         optimizer: nnx.Optimizer | None = None, seed: int = 0, loss_fn: LossFn = cross_entropy,
         loss_params: Any = None, test: tuple[np.ndarray, np.ndarray] | None = None, verbose: bool = True,
         callback: Callable[[int, nnx.Module, History], None] | None = None, first_epoch: int = 1,
-        mesh=None, progress: bool = False) -> History:
+        mesh=None, progress: bool = False, train_eval: int | None = None) -> History:
     """Train ``model`` in place for ``epochs`` epochs and return its :class:`History`.
 
     ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch), an (x, y)
@@ -189,6 +198,9 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
     into ``history.extra``. ``first_epoch`` > 1 continues a resumed run (epochs first_epoch..epochs).
     ``mesh`` (see :mod:`course.parallel`) splits every batch across its devices. ``progress`` draws a progress
     bar (tqdm) on stderr when stderr is a terminal (never in a notebook, so stored outputs stay reproducible).
+    ``train_eval=N`` also evaluates, after every epoch and in eval mode like the test split, a fixed random subset
+    of N training examples (drawn once from ``seed``; all of them if N >= their number): the training accuracy to
+    compare with the test accuracy (:class:`History`).
     """
     if isinstance(data, (DeviceData, SyntheticData)):
         source, test = data, (getattr(data, "test", None) if test is None else test)
@@ -198,6 +210,13 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
     else:
         source, (x, y) = None, data
     n = len(source) if source is not None else len(x)
+    train_subset = None
+    if train_eval is not None:
+        if source is not None or train_eval < 1:
+            raise ValueError("train_eval=N needs N >= 1 and the training data as host arrays (a Dataset or an "
+                             "(x, y) pair), not a device source")
+        pick = np.sort(np.random.default_rng(seed).permutation(n)[:train_eval])
+        train_subset = (x[pick], y[pick])
     if n < batch_size:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples; "
                          f"use batch_size <= {n}")
@@ -233,6 +252,10 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
             m = evaluate(model, *test)
             hist.test_loss.append(m["loss"])
             hist.test_accuracy.append(m["accuracy"])
+        if train_subset is not None:
+            m = evaluate(model, *train_subset)
+            hist.train_eval_loss.append(m["loss"])
+            hist.train_eval_accuracy.append(m["accuracy"])
         hist.seconds.append(time.perf_counter() - t0)
         if callback is not None:
             callback(epoch, model, hist)

@@ -42,6 +42,18 @@ def test_evaluate_matches_predict(digits16):
     assert ev["loss"] == pytest.approx(ce, rel=1e-5)
 
 
+def test_train_eval_measures_a_fixed_training_subset_like_the_test_split(digits16):
+    m = models.build("mlp", seed=0)
+    h = training.fit(m, digits16, epochs=2, lr=3e-3, seed=3, verbose=False, train_eval=300)
+    assert len(h.train_eval_accuracy) == len(h.train_eval_loss) == 2
+    pick = np.sort(np.random.default_rng(3).permutation(len(digits16.y_train))[:300])
+    last = training.evaluate(m, digits16.x_train[pick], digits16.y_train[pick])  # eval mode, after the last epoch
+    assert h.train_eval_accuracy[-1] == last["accuracy"] and h.train_eval_loss[-1] == last["loss"]
+    assert h.final()["train_eval_accuracy"] == last["accuracy"]
+    with pytest.raises(ValueError, match="train_eval"):
+        training.fit(models.build("mlp"), digits16, epochs=1, verbose=False, train_eval=0)
+
+
 def test_loss_params_are_traced_not_compiled_in(digits16):
     def scaled(model, x, y, w):
         loss, logits = training.cross_entropy(model, x, y)

@@ -291,6 +291,7 @@ def plot_channel_growth(rows: Sequence[Mapping], figsize: tuple[float, float] = 
     b.plot(names, [r["naive_macs"] for r in rows], marker="o", label="naive (Fig. 2a)")
     b.plot(names, [r["reduced_macs"] for r in rows], marker="o", label="with 1x1 reductions (Fig. 2b)")
     b.set_yscale("log")
+    b.set_ylabel("MACs (log scale)")
     b.set_title("MACs per module")
     for ax in (a, b):
         ax.set_xlabel("Inception row")

@@ -107,7 +107,7 @@ def curves_over_seeds(xs: Sequence[float], curves: Mapping[str, Sequence[Sequenc
     ax.set_xlabel(xlabel, fontsize=FONT)
     _accuracy_axes(ax, ylabel, title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside the axes: it hides no point
     fig.tight_layout()
     return fig
 
