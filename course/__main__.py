@@ -5,6 +5,7 @@
   python -m course count small_cnn --size 32 --json
   python -m course bench                           train-step time of every notebook-scale model
   python -m course train small_cnn --data digits --epochs 5 --checkpoint-dir runs/cnn [--resume]
+  python -m course launch --processes 2 -- train small_cnn --data digits --json   two processes, one device each
 """
 from __future__ import annotations
 
@@ -55,11 +56,21 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-    from course import train_command
+    import contextlib
 
-    train_command.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
-                   lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                   devices=args.devices)
+    from course import distributed, train_command
+
+    distributed.join(args.coordinator, args.num_processes, args.process_id)  # before jax touches a device
+    result: dict = {}
+    with train_command.stdout_to_stderr() if args.json else contextlib.nullcontext():  # stdout: the JSON only
+        hist = train_command.train_run(
+            args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
+            lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+            devices=args.devices, size=args.size, workers=args.workers, result=result)
+    if args.json:
+        out = train_command.summary(hist, result)  # every process computes it (it reads global arrays)
+        if distributed.is_main():
+            print(json.dumps(out), flush=True)
     return 0
 
 
@@ -95,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--checkpoint-dir", help="write a checkpoint (orbax) after every epoch here")
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
     t.add_argument("--devices", type=int, help="data-parallel over this many devices (0: all)")
+    t.add_argument("--size", type=int, help="input height = width (default: the model's own)")
+    t.add_argument("--workers", type=int, help="folder data: decoding processes (default: CPU cores - 1, up to 8)")
+    t.add_argument("--json", action="store_true", help="stdout: one final JSON object (loss, accuracy, "
+                   "param_sq_sum, images_per_s, ...); the epoch lines go to stderr")
+    from course import distributed, launch  # their parsers; no jax import
+
+    distributed.add_arguments(t)
+    launch.add_parser(sub)
     args = p.parse_args(argv)
     import course
 
@@ -104,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     from course.models import UnknownModelError
 
     try:
-        return {"count": _count, "bench": _bench, "train": _train}[args.command](args)
+        return {"count": _count, "bench": _bench, "train": _train, "launch": launch.main}[args.command](args)
     except (UnknownModelError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
-        if args.command != "train":
+        if args.command not in ("train", "launch", "bench-data"):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -40,11 +40,15 @@ def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Op
     """Write checkpoint ``epoch`` (keeping the two latest) and the run's description ``meta`` beside it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    primary = jax.process_index() == 0  # several processes: all save through Orbax, one writes the files beside
+    if primary:
+        (directory / "run.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     with _manager(directory) as mngr:
         mngr.save(epoch, args=ocp.args.StandardSave(_pure(model, optimizer)))
         mngr.wait_until_finished()
         kept = {str(s) for s in mngr.all_steps()}
+    if not primary:
+        return
     _sums_path(directory, epoch).write_text(json.dumps(_file_sums(directory / str(epoch)), indent=1))
     for old in directory.glob("*.sha256.json"):  # checkpoints the manager deleted
         if old.name.split(".")[0] not in kept:
