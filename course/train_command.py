@@ -39,6 +39,10 @@ def load_data(spec: str, input_shape: tuple[int, int, int], num_classes: int, sc
         ds = datasets.load_cifar10(spec.split(":", 1)[1], dtype=np.uint8)
     elif spec == "synthetic":  # generated on the device, batch by batch: nothing of size n on the host
         return SyntheticData(input_shape, num_classes, SCALES[scale]["examples"], seed=seed, mesh=mesh)
+    elif spec.startswith("folder:"):  # decoded and augmented by grain's worker processes, rows split by process
+        from course.folder_data import FolderData
+
+        return FolderData(spec.split(":", 1)[1], size=h, mesh=mesh, workers=workers)
     else:
         raise ValueError(f"unknown dataset {spec!r}; use digits, shapes, synthetic, cifar10:DIR or folder:DIR")
     if spec.startswith("cifar10:") and (h, w) != ds.input_shape[:2]:

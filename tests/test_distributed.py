@@ -97,17 +97,26 @@ ROWS = textwrap.dedent("""
     for xb, yb in DeviceData(x, np.zeros(n, np.int32), mesh).epoch(batch, seed=3):
         assert xb.shape == (batch, 1, 1, 1) and len(xb.addressable_shards) == 1
         seen.append(np.asarray(xb.addressable_shards[0].data).ravel().astype(int).tolist())
-    print(json.dumps({"process": jax.process_index(), "seen": seen}))
+    from course.folder_data import FolderData
+    folder = FolderData(sys.argv[3], size=8, mesh=mesh, workers=0)
+    records = folder.epoch_pairs(8, seed=3)[:, 0].reshape(-1, 4).tolist()  # (steps, 4 rows of this process)
+    xb, yb = next(folder.epoch(8, seed=3))  # one global batch, assembled from both processes' rows
+    assert xb.shape == (8, 8, 8, 3) and [s.data.shape[0] for s in xb.addressable_shards] == [4]
+    print(json.dumps({"process": jax.process_index(), "seen": seen, "records": records}))
 """)
 
 
 @pytest.mark.slow
-def test_each_process_feeds_its_rows_of_the_same_global_batches():
-    """One epoch of DeviceData over 2 processes: each process's device holds half of every batch, the halves
-    are disjoint, and together they are the one-process epoch's batches (course.data.batches' order)."""
+def test_each_process_feeds_its_rows_of_the_same_global_batches(tmp_path):
+    """One epoch of DeviceData and of folder data over 2 processes: each process's device holds half of every
+    batch, the halves are disjoint, and together they are the one-process epoch's batches."""
+    from course.folder_data import FolderData
+    from tests.test_folder_data import make_folder
+
+    folder = make_folder(tmp_path, n_train=12, n_val=2)
     address = f"127.0.0.1:{launch.free_port()}"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), XLA_FLAGS="")
-    procs = [subprocess.Popen([sys.executable, "-c", ROWS, address, str(i)], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", ROWS, address, str(i), str(folder)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
@@ -117,6 +126,10 @@ def test_each_process_feeds_its_rows_of_the_same_global_batches():
         assert seen[0][i] == order[i, :8].tolist() and seen[1][i] == order[i, 8:].tolist()
     a, b = (set(sum(seen[k], [])) for k in (0, 1))
     assert not a & b and a | b == set(order.ravel().tolist())
+    records = {r["process"]: r["records"] for r in (json.loads(o.strip().splitlines()[-1]) for o, _ in outs)}
+    one = FolderData(folder, size=8).epoch_pairs(8, seed=3)[:, 0].reshape(-1, 8)  # 1 process: 4 steps of 8
+    np.testing.assert_array_equal(np.concatenate([records[0], records[1]], axis=1), one)
+    assert not set(sum(records[0], [])) & set(sum(records[1], [])) and one.size == 32
 
 
 def test_process_rows_of_one_process_are_all_rows():
