@@ -5,6 +5,9 @@
   python -m course count small_cnn --size 32 --json
   python -m course bench                           train-step time of every notebook-scale model
   python -m course train small_cnn --data digits --epochs 5 --checkpoint-dir runs/cnn [--resume]
+  python -m course train resnet50 --data folder:~/data/imagenette2 --size 224 --json
+  python -m course launch --processes 2 -- train small_cnn --data digits --json   two processes, one device each
+  python -m course bench-data folder:~/data/imagenette2 --size 224 --workers 0 1 2
   python -m course launch --processes 2 -- train small_cnn --data digits --json   two processes, one device each
 """
 from __future__ import annotations
@@ -110,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--workers", type=int, help="folder data: decoding processes (default: CPU cores - 1, up to 8)")
     t.add_argument("--json", action="store_true", help="stdout: one final JSON object (loss, accuracy, "
                    "param_sq_sum, images_per_s, ...); the epoch lines go to stderr")
-    from course import distributed, launch  # their parsers; no jax import
+    from course import data_bench, distributed, launch  # their parsers; no jax import
 
     distributed.add_arguments(t)
     launch.add_parser(sub)
+    data_bench.add_parser(sub)
     args = p.parse_args(argv)
     import course
 
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     from course.models import UnknownModelError
 
     try:
-        return {"count": _count, "bench": _bench, "train": _train, "launch": launch.main}[args.command](args)
+        return {"count": _count, "bench": _bench, "train": _train, "launch": launch.main,
+                "bench-data": data_bench.main}[args.command](args)
     except (UnknownModelError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -130,3 +130,12 @@ def test_train_on_a_folder_prints_test_accuracy(folder):
     out = json.loads(r.stdout)
     assert out["epochs"] == 2 and out["steps"] == 4 and 0 <= out["test_accuracy"] <= 1
     assert "FolderData" in r.stderr and "3 classes, 20x20" in r.stderr
+
+
+def test_bench_data_prints_rates_and_workers_needed(folder, capsys):
+    assert main(["bench-data", f"folder:{folder}", "--size", "16", "--workers", "0", "--batch", "8", "--images",
+                 "24", "--target", "1000", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 24 and r["workers"] == 0 and r["images_per_s"] > 0
+    assert r["workers_for_target"] == int(np.ceil(1000 / r["images_per_s_per_worker"]))
+    assert main(["bench-data", "digits"]) == 2 and "pass folder:DIR" in capsys.readouterr().err
