@@ -122,7 +122,7 @@ def test_train_on_a_folder_prints_test_accuracy(folder):
     """The train command end to end on folder data (small_cnn: the issue's resnet18 command takes the same path,
     with a minute more of compiling on 2 cores)."""
     argv = ["train", "small_cnn", "--data", f"folder:{folder}", "--size", "20", "--epochs", "2", "--batch", "16",
-            "--json", "--workers", "1"]
+            "--json", "--workers", "0"]  # grain's worker processes: tested above, they cost seconds to start
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "course", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
@@ -139,3 +139,17 @@ def test_bench_data_prints_rates_and_workers_needed(folder, capsys):
     assert r["images"] == 24 and r["workers"] == 0 and r["images_per_s"] > 0
     assert r["workers_for_target"] == int(np.ceil(1000 / r["images_per_s_per_worker"]))
     assert main(["bench-data", "digits"]) == 2 and "pass folder:DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "folder:/no/such/dir"], "/no/such/dir does not exist"),
+    (["--data", "digits", "--size", "0"], "--size must be positive"),
+    (["--data", "cifar10:{cifar}", "--size", "64"], "CIFAR-10 images are 32x32"),
+    (["--data", "folder:{folder}", "--workers", "-1"], "--workers must be 0"),
+])
+def test_bad_train_arguments_for_folders_and_sizes_are_clear_errors(argv, message, folder, tmp_path, capsys):
+    from tests.test_foundation_data import write_fake_cifar
+
+    argv = [a.format(folder=folder, cifar=write_fake_cifar(tmp_path) if "cifar10" in a else "") for a in argv]
+    assert main(["train", "small_cnn", *argv]) == 2
+    assert message in capsys.readouterr().err
