@@ -21,9 +21,9 @@ def bench(directory: str, size: int = 224, workers: int = 1, batch: int = 64, im
     steps = max(1, min(images, len(ds)) // batch)
     if len(ds) < batch:
         raise ValueError(f"{directory}/train has {len(ds)} images, fewer than one batch of {batch}; use --batch <= {len(ds)}")
-    pairs = ds.epoch_pairs(batch, seed)[:steps * batch]
+    items = ds.epoch_items(batch, seed)[:steps * batch]
     t0 = time.perf_counter()
-    it = iter(pipeline(ds.train, pairs, size, seed, batch, workers))
+    it = iter(pipeline(ds.train, ds.val, items, size, batch, workers))
     next(it)
     t1 = time.perf_counter()
     for _ in range(steps - 1):

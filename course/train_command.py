@@ -119,9 +119,15 @@ def train_run(model_name: str, data_spec: str, *, scale: str = "small", epochs: 
 
     if verbose:
         print(f"{model_name} on {ds!r}, batch {batch}, {dtype}, epochs {first}..{epochs}")
-    return training.fit(model, ds, epochs=epochs, batch_size=batch, optimizer=opt, seed=seed,
-                        loss_fn=precision.mixed_precision(spec.loss or training.cross_entropy, dtype),
-                        verbose=verbose, callback=save, first_epoch=first, mesh=mesh, progress=progress)
+    if hasattr(ds, "plan"):  # folder data: one decoding pipeline for the whole run (fit's epoch seeds)
+        ds.plan(batch, [seed + e for e in range(first, epochs + 1)])
+    try:
+        return training.fit(model, ds, epochs=epochs, batch_size=batch, optimizer=opt, seed=seed,
+                            loss_fn=precision.mixed_precision(spec.loss or training.cross_entropy, dtype),
+                            verbose=verbose, callback=save, first_epoch=first, mesh=mesh, progress=progress)
+    finally:
+        if hasattr(ds, "close"):
+            ds.close()  # grain's worker processes
 
 
 def summary(hist: training.History, result: dict) -> dict:

@@ -153,3 +153,32 @@ def test_bad_train_arguments_for_folders_and_sizes_are_clear_errors(argv, messag
     argv = [a.format(folder=folder, cifar=write_fake_cifar(tmp_path) if "cifar10" in a else "") for a in argv]
     assert main(["train", "small_cnn", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_planned_run_shares_one_pipeline_and_yields_what_separate_ones_do(folder):
+    """plan(): every epoch's batches, then its val batches, from one grain pipeline (workers start once); the
+    batches and the val metrics equal those of a pipeline per pass."""
+    from course import models
+
+    model = models.build("small_cnn", input_shape=(16, 16, 3), num_classes=3)
+
+    def run(ds):
+        out = []
+        for seed in (5, 6):
+            out.append([(np.asarray(x), np.asarray(y)) for x, y in ds.epoch(12, seed)])
+            out.append(ds.test(model))
+        return out
+
+    planned = folder_data.FolderData(folder, size=16, workers=1)
+    planned.plan(12, [5, 6])
+    a = run(planned)
+    assert planned._stream is None  # closed after the last evaluation
+    separate = folder_data.FolderData(folder, size=16, workers=0, eval_batch=12)
+    b = run(separate)
+    for pa, pb in zip(a, b):
+        if isinstance(pa, dict):
+            assert pa == pytest.approx(pb)
+        else:
+            for (xa, ya), (xb, yb) in zip(pa, pb):
+                np.testing.assert_array_equal(xa, xb)
+                np.testing.assert_array_equal(ya, yb)
