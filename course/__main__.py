@@ -8,7 +8,6 @@
   python -m course train resnet50 --data folder:~/data/imagenette2 --size 224 --json
   python -m course launch --processes 2 -- train small_cnn --data digits --json   two processes, one device each
   python -m course bench-data folder:~/data/imagenette2 --size 224 --workers 0 1 2
-  python -m course launch --processes 2 -- train small_cnn --data digits --json   two processes, one device each
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from course import paths
 from course.data import Dataset
-from course.device_data import DeviceData, SyntheticData, on_device, to_float
+from course.device_data import DeviceData, on_device, to_float
 
 LossFn = Callable[[nnx.Module, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
 
@@ -190,8 +190,8 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
     ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch), an (x, y)
     pair (then ``test`` may give one), or a source with an ``epoch(batch_size, seed)`` method yielding batches
     on the device (:mod:`course.device_data`: ``DeviceData``, ``SyntheticData``; :mod:`course.folder_data`).
-    ``test`` is an (x, y) pair or a function ``test(model) -> {"loss": ..., "accuracy": ...}``. The training split goes to the device once and every batch is gathered
-    there. Batches are shuffled with ``seed + epoch`` (the order of ``course.data.batches``) and the last partial
+    ``test`` is an (x, y) pair or a function ``test(model) -> {"loss": ..., "accuracy": ...}``. The training
+    split goes to the device once and every batch is gathered there. Batches are shuffled with ``seed + epoch`` (the order of ``course.data.batches``) and the last partial
     batch is dropped so the step compiles once. With ``verbose`` one line per epoch is printed (rounded, so it is the
     same on every machine). ``callback(epoch, model, history)`` runs after each epoch; it may write lists
     into ``history.extra``. ``first_epoch`` > 1 continues a resumed run (epochs first_epoch..epochs).
