@@ -8,7 +8,8 @@ of batch statistics), so the result equals the single-device step up to floating
 
 Across several processes (hosts, or CPU processes on one machine): :func:`course.distributed.join` first, on
 every process; ``jax.devices()`` then lists every process's devices and :func:`make_mesh` spans them all. The same
-jitted programs run; each process holds only its devices' rows of a batch: :func:`place_rows` for a batch every
+jitted programs run; each process holds only its devices' rows of a batch: gathered on the device from a dataset
+every process holds whole (:class:`course.device_data.DeviceData`), :func:`place_rows` for a host batch every
 process holds whole (evaluation), :func:`course.distributed.global_batch` for rows each process loaded itself
 (the folder pipeline). tests/test_distributed.py checks that 2 processes train to the same weights as 1 process
 with 2 devices.

@@ -82,19 +82,6 @@ def test_two_processes_killed_and_resumed_match(one_process_two_devices, tmp_pat
     assert_same_run(last_json(resumed), one_process_two_devices)
 
 
-@pytest.mark.slow
-def test_two_processes_on_folder_data_match_one_process_on_two_devices(tmp_path):
-    """The grain pipeline over 2 processes (each decoding its rows) trains to the same weights."""
-    from tests.test_folder_data import make_folder
-
-    argv = ["train", "small_cnn", "--data", f"folder:{make_folder(tmp_path, n_train=8, n_val=2)}", "--size", "12",
-            "--epochs", "2", "--batch", "12", "--workers", "0", "--json"]
-    one = last_json(run_course(argv + ["--devices", "2"], env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}))
-    two = last_json(run_course(["launch", "--processes", "2", "--", *argv]))
-    assert (two["processes"], two["steps"]) == (2, 4)
-    assert_same_run(two, one)
-
-
 ROWS = textwrap.dedent("""
     import sys, json
     import numpy as np
