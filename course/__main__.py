@@ -5,9 +5,6 @@
   python -m course count small_cnn --size 32 --json
   python -m course bench                           train-step time of every notebook-scale model
   python -m course train small_cnn --data digits --epochs 5 --checkpoint-dir runs/cnn [--resume]
-  python -m course train resnet50 --data folder:~/data/imagenette2 --size 224 --json
-  python -m course launch --processes 2 -- train small_cnn --data digits --json   two processes, one device each
-  python -m course bench-data folder:~/data/imagenette2 --size 224 --workers 0 1 2
 """
 from __future__ import annotations
 
