@@ -115,11 +115,22 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
-    from course import train_command
+    import contextlib
 
-    train_command.train_run(args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch,
-                            dtype=args.dtype, lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir,
-                            resume=args.resume, devices=args.devices, overwrite=args.overwrite)
+    from course import distributed, train_command
+
+    distributed.join(args.coordinator, args.num_processes, args.process_id)  # before jax touches a device
+    result: dict = {}
+    with train_command.stdout_to_stderr() if args.json else contextlib.nullcontext():  # stdout: the JSON only
+        hist = train_command.train_run(
+            args.model, args.data, scale=args.scale, epochs=args.epochs, batch=args.batch, dtype=args.dtype,
+            lr=args.lr, seed=args.seed, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+            devices=args.devices, overwrite=args.overwrite, size=args.size, workers=args.workers,
+            result=result)
+    if args.json:
+        out = train_command.summary(hist, result)  # every process computes it (it reads global arrays)
+        if distributed.is_main():
+            print(json.dumps(out), flush=True)
     return 0
 
 
@@ -169,6 +180,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a run, "
                    "deleting its checkpoints")
     t.add_argument("--devices", type=_whole(0), help="data-parallel over this many devices (0: all; default: one)")
+    t.add_argument("--size", type=_whole(1), help="input height = width (default: the model's own)")
+    t.add_argument("--workers", type=_whole(0), help="folder data: decoding processes (default: CPU cores - 1, "
+                   "up to 8)")
+    t.add_argument("--json", action="store_true", help="stdout: one final JSON object (loss, accuracy, "
+                   "param_sq_sum, images_per_s, ...); the epoch lines go to stderr")
+    from course import data_bench, distributed, launch  # their parsers; no jax import
+
+    distributed.add_arguments(t)
+    launch.add_parser(sub)
+    data_bench.add_parser(sub)
     return p
 
 
@@ -180,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     from course.models import UnknownModelError
 
     try:
-        return {"count": _count, "bench": _bench, "train": _train}[args.command](args)
+        from course import data_bench, launch
+
+        return {"count": _count, "bench": _bench, "train": _train, "launch": launch.main,
+                "bench-data": data_bench.main}[args.command](args)
     except (ValueError, UnknownModelError) as e:  # what a user can cause: DatasetError, CheckpointError, ... too
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -54,11 +54,13 @@ def start(directory: str | Path, meta: dict, overwrite: bool = False) -> None:
     """
     directory = Path(directory)
     epoch = latest_epoch(directory)
+    if epoch is not None and not overwrite:  # every process sees the same folder and stops alike
+        raise CheckpointError(
+            f"{directory} already holds the checkpoints of a run (up to epoch {epoch}{_described(directory)}); "
+            f"pass --resume to continue it, choose another --checkpoint-dir, or pass --overwrite to replace it")
+    if jax.process_index() != 0:  # several processes: process 0 alone clears the folder and writes run.json
+        return
     if epoch is not None:
-        if not overwrite:
-            raise CheckpointError(
-                f"{directory} already holds the checkpoints of a run (up to epoch {epoch}{_described(directory)}); "
-                f"pass --resume to continue it, choose another --checkpoint-dir, or pass --overwrite to replace it")
         for entry in directory.iterdir():
             if _OURS.match(entry.name) or entry.name == RUN_FILE:
                 if entry.is_dir():
@@ -79,9 +81,11 @@ def _described(directory: Path) -> str:
 
 def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Optimizer) -> Path:
     """Write checkpoint ``epoch`` of the run :func:`start` began in ``directory`` (keeping the two latest) and its
-    sha256 manifest; return the epoch's directory."""
+    sha256 manifest; return the epoch's directory. With several processes all of them save through Orbax
+    together; process 0 alone writes the manifest beside it."""
     directory = Path(directory)
-    if not (directory / RUN_FILE).is_file():
+    primary = jax.process_index() == 0
+    if primary and not (directory / RUN_FILE).is_file():
         raise CheckpointError(f"{directory} has no {RUN_FILE}: call checkpoint.start(directory, meta) before the "
                               f"first save")
     with _manager(directory) as mngr:
@@ -89,6 +93,8 @@ def save(directory: str | Path, epoch: int, model: nnx.Module, optimizer: nnx.Op
         mngr.wait_until_finished()
         kept = {str(s) for s in mngr.all_steps()}
     step = directory / str(epoch)
+    if not primary:
+        return step
     integrity.write_manifest(_sums_path(directory, epoch), directory,
                              [RUN_FILE, *(f.relative_to(directory) for f in step.rglob("*"))])
     for old in directory.glob("*.sha256.json"):  # checkpoints the manager deleted

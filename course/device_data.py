@@ -110,12 +110,12 @@ class SyntheticData:
             yield _random_batch(key, i, (batch_size, *self.input_shape), self.num_classes, sharding)
 
 
-def on_device(batches: Iterable, ahead: int = 2) -> Iterator:
-    """``batches`` (arrays or tuples of arrays on the host) copied to the device ``ahead`` at a time: the copy
-    of the next batch is under way while the current one is used."""
+def on_device(batches: Iterable, ahead: int = 2, put=jax.device_put) -> Iterator:
+    """``batches`` (arrays or tuples of arrays on the host) copied to the device ``ahead`` at a time by ``put``:
+    the copy of the next batch is under way while the current one is used."""
     queue: collections.deque = collections.deque()
     for b in batches:
-        queue.append(jax.device_put(b))
+        queue.append(put(b))
         if len(queue) == ahead:
             yield queue.popleft()
     while queue:

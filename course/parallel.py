@@ -6,10 +6,13 @@ and optimizer state are replicated. The train step stays the ordinary
 of batch statistics), so the result equals the single-device step up to floating-point reassociation
 (tests/test_train_cli.py checks it with 8 simulated CPU devices).
 
-Across several hosts: call ``jax.distributed.initialize()`` first on every host (it reads the coordinator address
-from the cluster environment, or takes ``coordinator_address=, num_processes=, process_id=``); ``jax.devices()``
-then lists every host's devices and :func:`make_mesh` spans them all. Each host must feed its own slice of the
-global batch (``jax.make_array_from_process_local_data``) instead of :func:`shard_batch`'s ``device_put``.
+Across several processes (hosts, or CPU processes on one machine): :func:`course.distributed.join` first, on
+every process; ``jax.devices()`` then lists every process's devices and :func:`make_mesh` spans them all. The same
+jitted programs run; each process holds only its devices' rows of a batch: gathered on the device from a dataset
+every process holds whole (:class:`course.device_data.DeviceData`), :func:`place_rows` for a host batch every
+process holds whole (evaluation), :func:`course.distributed.global_batch` for rows each process loaded itself
+(the folder pipeline). tests/test_distributed.py checks that 2 processes train to the same weights as 1 process
+with 2 devices.
 """
 from __future__ import annotations
 
@@ -40,8 +43,18 @@ def shard_batch(mesh: Mesh, *arrays):
     return out if len(out) > 1 else out[0]
 
 
+def place_rows(mesh: Mesh, *arrays):
+    """Host arrays that every process holds whole, laid out over ``mesh`` split along the first axis: each
+    process copies only its own devices' rows (``jax.make_array_from_process_local_data`` with the global shape
+    given). In one process this is :func:`shard_batch`."""
+    sharding = NamedSharding(mesh, P("data"))
+    out = [jax.make_array_from_process_local_data(sharding, a, a.shape) for a in arrays]
+    return out if len(out) > 1 else out[0]
+
+
 def replicate(mesh: Mesh, *nodes) -> None:
-    """Place every array of the given NNX objects (model, optimizer) on all devices of ``mesh``, in place."""
+    """Place every array of the given NNX objects (model, optimizer) on all devices of ``mesh``, in place. With
+    several processes, each must hold the same values (built from the same seed, or restored)."""
     replicated = NamedSharding(mesh, P())
     for node in nodes:
         state = nnx.state(node)

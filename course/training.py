@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from course import paths
 from course.data import Dataset
-from course.device_data import DeviceData, SyntheticData, on_device, to_float
+from course.device_data import DeviceData, on_device, to_float
 
 LossFn = Callable[[nnx.Module, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
 
@@ -122,16 +122,23 @@ def predict(model: nnx.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarr
     return np.concatenate([np.asarray(_logits(model, xb))[:n] for xb, n in zip(xs, sizes)])
 
 
-def evaluate(model: nnx.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
-    """Mean cross-entropy loss and accuracy of ``model`` (eval mode) on (x, y)."""
+def evaluate(model: nnx.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256, mesh=None) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` (eval mode) on (x, y). With a ``mesh`` spanning several
+    processes (each holding all of x and y), every batch is split over it and each process copies only its rows."""
     model.eval()
+    put = jax.device_put
+    if mesh is not None and jax.process_count() > 1:
+        from course.parallel import place_rows
+
+        n = mesh.devices.size
+        batch_size, put = -(-batch_size // n) * n, lambda b: place_rows(mesh, *b)  # a multiple of the devices
     def host_batches():
         for i, (xb, n) in enumerate(padded_batches(x, batch_size)):
             yb = np.zeros(len(xb), np.int32)
             yb[:n] = y[i * batch_size:i * batch_size + n]
             yield xb, yb, np.arange(len(xb)) < n
 
-    sums = [eval_step(model, *b) for b in on_device(host_batches())]  # dispatched without waiting
+    sums = [eval_step(model, *b) for b in on_device(host_batches(), put=put)]  # dispatched without waiting
     return {"loss": sum(float(s[0]) for s in sums) / len(x), "accuracy": sum(float(s[1]) for s in sums) / len(x)}
 
 
@@ -190,9 +197,10 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
     """Train ``model`` in place for ``epochs`` epochs and return its :class:`History`.
 
     ``data`` is a :class:`~course.data.Dataset` (its test split is evaluated after every epoch), an (x, y)
-    pair (then ``test`` may give one), or a source already on the device (:mod:`course.device_data`:
-    ``DeviceData``, ``SyntheticData``). The training split goes to the device once and every batch is gathered
-    there. Batches are shuffled with ``seed + epoch`` (the order of ``course.data.batches``) and the last partial
+    pair (then ``test`` may give one), or a source with an ``epoch(batch_size, seed)`` method yielding batches
+    on the device (:mod:`course.device_data`: ``DeviceData``, ``SyntheticData``; :mod:`course.folder_data`).
+    ``test`` is an (x, y) pair or a function ``test(model) -> {"loss": ..., "accuracy": ...}``. The training
+    split goes to the device once and every batch is gathered there. Batches are shuffled with ``seed + epoch`` (the order of ``course.data.batches``) and the last partial
     batch is dropped so the step compiles once. With ``verbose`` one line per epoch is printed (rounded, so it is the
     same on every machine). ``callback(epoch, model, history)`` runs after each epoch; it may write lists
     into ``history.extra``. ``first_epoch`` > 1 continues a resumed run (epochs first_epoch..epochs).
@@ -202,7 +210,7 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
     of N training examples (drawn once from ``seed``; all of them if N >= their number): the training accuracy to
     compare with the test accuracy (:class:`History`).
     """
-    if isinstance(data, (DeviceData, SyntheticData)):
+    if hasattr(data, "epoch"):  # DeviceData, SyntheticData, course.folder_data.FolderData
         source, test = data, (getattr(data, "test", None) if test is None else test)
     elif isinstance(data, Dataset):
         source, test = None, ((data.x_test, data.y_test) if test is None else test)
@@ -249,7 +257,7 @@ def fit(model: nnx.Module, data: Dataset | tuple[np.ndarray, np.ndarray], *, epo
         hist.train_loss.append(float(jnp.mean(jnp.stack(losses))))
         hist.train_accuracy.append(float(jnp.mean(jnp.stack(accs))))
         if test is not None:
-            m = evaluate(model, *test)
+            m = test(model) if callable(test) else evaluate(model, *test, mesh=mesh)
             hist.test_loss.append(m["loss"])
             hist.test_accuracy.append(m["accuracy"])
         if train_subset is not None:
