@@ -275,3 +275,19 @@ def test_every_point_of_the_front_plot_is_labelled_and_no_labels_overlap(tables)
         assert all(t.get_text() == "" for t in ax.xaxis.get_minorticklabels())
     texts = [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
     assert min(t.get_fontsize() for t in texts) >= 9
+
+
+def test_measuring_the_last_epoch_only_gives_the_numbers_of_one_fit_call():
+    """run_study measures the eval-mode training accuracy after the last epoch only; weights, batches, optimizer
+    state and the training subset are those of one ``fit(..., train_eval=N)`` call."""
+    from course import data, training
+
+    ds = data.digits(12)
+    x, y = ds.x_train[:192], ds.y_train[:192]
+    for name in ("ResNet-8", "CNN-8"):
+        a, b = lesson.build(MEMBERS[name], SHAPE, 4), lesson.build(MEMBERS[name], SHAPE, 4)
+        one = training.fit(a, (x, y), epochs=3, batch_size=64, lr=3e-3, seed=4, verbose=False, train_eval=100)
+        last = lesson.fit_measuring_last_epoch(b, (x, y), epochs=3, batch_size=64, lr=3e-3, seed=4, train_eval=100)
+        assert last.train_eval_accuracy == one.train_eval_accuracy[-1:]
+        assert last.train_accuracy == one.train_accuracy[-1:] and last.epoch == [3]
+        assert training.evaluate(a, ds.x_test, ds.y_test) == training.evaluate(b, ds.x_test, ds.y_test)

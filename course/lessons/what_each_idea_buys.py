@@ -124,6 +124,22 @@ def counts(member_list: Sequence[Member], input_shape: Sequence[int]) -> dict[st
 
 # ----------------------------------------------------------------------------------------------------------
 # Training every member over seeds
+def fit_measuring_last_epoch(model: nnx.Module, train: tuple[np.ndarray, np.ndarray], *, epochs: int,
+                             batch_size: int, lr: float, seed: int, train_eval: int | None) -> training.History:
+    """``training.fit(model, train, epochs=epochs, ..., train_eval=train_eval)`` with the eval-mode training
+    accuracy measured after the last epoch only (the study reads nothing else, and measuring every epoch costs
+    seconds of the notebook's budget): the first ``epochs - 1`` epochs, then the last one with ``train_eval``, on
+    one optimizer. The weights, the batches and the subset measured are those of the single call (``fit`` draws
+    the subset from ``seed``; tests/test_what_each_idea_buys.py checks that the numbers are the same). Returns the
+    last call's :class:`~course.training.History` (one epoch)."""
+    opt = training.make_optimizer(model, lr)
+    if epochs > 1:
+        training.fit(model, train, epochs=epochs - 1, batch_size=batch_size, optimizer=opt, seed=seed,
+                     verbose=False)
+    return training.fit(model, train, epochs=epochs, first_epoch=epochs, batch_size=batch_size, optimizer=opt,
+                        seed=seed, verbose=False, train_eval=train_eval)
+
+
 def run_study(member_list: Sequence[Member], make_data: Callable[[int], data.Dataset], seed_list: Sequence[int], *,
               epochs: int, lr: float = 3e-3, batch_size: int = 64, workers: int = 2,
               train_eval: int | None = 512) -> dict[str, dict[str, Spread]]:
@@ -146,8 +162,8 @@ def run_study(member_list: Sequence[Member], make_data: Callable[[int], data.Dat
     def one_run(m: Member, seed: int) -> dict[str, float]:
         ds = datasets[seed]
         model = build(m, ds.input_shape, seed)
-        hist = training.fit(model, (ds.x_train, ds.y_train), epochs=epochs, batch_size=batch_size, lr=lr,
-                            seed=seed, verbose=False, train_eval=train_eval)
+        hist = fit_measuring_last_epoch(model, (ds.x_train, ds.y_train), epochs=epochs, batch_size=batch_size,
+                                        lr=lr, seed=seed, train_eval=train_eval)
         out = {"test": training.evaluate(model, ds.x_test, ds.y_test)["accuracy"],
                "running": hist.train_accuracy[-1]}
         if train_eval is not None:
