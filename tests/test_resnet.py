@@ -331,3 +331,62 @@ def test_shortcut_line_does_not_cross_the_projection_box():
         for (x0, y0), (x1, y1) in zip(zip(xs, ys), list(zip(xs, ys))[1:]):
             if x0 == x1 and ext.x0 < x0 < ext.x1:  # a vertical segment through the box's column
                 assert max(y0, y1) <= ext.y0 + 1e-6 or min(y0, y1) >= ext.y1 - 1e-6, (y0, y1, ext)
+
+
+def _texts(fig):
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    return [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+
+
+def test_degradation_runs_measure_training_accuracy_as_test_accuracy_is():
+    """train_eval=N: every run also records the eval-mode accuracy of N training examples after each epoch, and the
+    figure draws it in its own panel, titled apart from the running train-mode mean; with N >= the training set,
+    it is the accuracy ``training.evaluate`` measures on the whole training split."""
+    import optax
+
+    from course.data import Dataset
+
+    rng = np.random.default_rng(2)
+    d = Dataset("noise", rng.uniform(size=(64, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 64).astype(np.int32),
+                rng.uniform(size=(16, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 16).astype(np.int32),
+                tuple("0123456789"))
+    tx = optax.sgd(0.05, momentum=0.9)
+    runs, _ = lesson.degradation_runs(d, (8,), [0, 1], widths=(4, 8, 16), epochs=2, batch=32, tx=tx, lr=0.05,
+                                      train_eval=100)
+    for hs in runs.values():
+        for h in hs:
+            assert len(h.train_eval_accuracy) == len(h.train_accuracy) == 2
+            assert all(k / 64 == a for a in h.train_eval_accuracy for k in [round(a * 64)])  # all 64 examples
+    # the same run by hand: the ResNet twin of seed 1, trained as degradation_runs trains it, then evaluated
+    net = lesson.twins(8, 1, d.input_shape, (4, 8, 16))[1]
+    pick = np.random.default_rng(1).choice(64, 32, replace=False)
+    lesson.first_step_grad_norms(net, d.x_train[pick], d.y_train[pick], tx, 0.05, seed=1)  # touches a clone only
+    training.fit(net, d, epochs=2, batch_size=32, tx=tx, seed=1, verbose=False)
+    assert runs["ResNet-8"][1].train_eval_accuracy[-1] == pytest.approx(
+        training.evaluate(net, d.x_train, d.y_train)["accuracy"])
+    fig = lesson.plot_degradation(runs)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 3 and "running" in titles[0] and "train mode" in titles[0]
+    assert all("eval mode" in t for t in titles[1:])
+    import dataclasses
+
+    without = {k: [dataclasses.replace(h, train_eval_accuracy=[]) for h in hs] for k, hs in runs.items()}
+    assert len(lesson.plot_degradation(without).axes) == 2  # no train_eval recorded: its panel is left out
+
+
+def test_figures_tell_plain_from_resnet_at_projector_size():
+    """Every label at least 9 pt; the legends' line samples long enough to show the dashes of the plain networks,
+    and a legend title that says which style is which (GUIDE: figures for a projector)."""
+    rng = np.random.default_rng(0)
+    grads = {f"{k}-{d}": [rng.uniform(0.5, 2, 7) for _ in range(3)] for d in (20, 56) for k in ("plain", "ResNet")}
+    fig = lesson.plot_grad_profiles(grads)
+    assert min(t.get_fontsize() for t in _texts(fig)) >= 9
+    leg = fig.axes[0].get_legend()
+    assert leg.handlelength >= 3 and "dashed" in leg.get_title().get_text()
+    styles = {t.get_text(): h.get_linestyle() for t, h in zip(leg.get_texts(), leg.legend_handles)}
+    assert styles["plain-20"] != styles["ResNet-20"] and styles["plain-56"] == styles["plain-20"]
+    for f in (plot_block(block_table(resnet.BottleneckBlock, (56, 56, 256), 64)),
+              lesson.plot_block_costs({"b": block_table(resnet.BasicBlock, (56, 56, 64), 64)})):
+        assert min(t.get_fontsize() for t in _texts(f)) >= 9

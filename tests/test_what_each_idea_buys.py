@@ -186,3 +186,108 @@ def test_every_member_builds_for_cifar_inputs():
     assert big["MLP-64"].params_total == HAND["MLP-64"][0] + (32 * 32 * 3 - 144) * 64
     assert big["CNN-8"].params_total == HAND["CNN-8"][0] + 2 * 9 * 8
     assert all(big[n].macs > HAND[n][1] for n in HAND)
+
+
+# stem 1->8; Inception(8; 1x1 7, 3x3 7->14, 5x5 3->7, pool proj 7) at 12x12 -> 35 channels; pool;
+# Inception(35; 14, 14->27, 3->7, 7) at 6x6 -> 55 channels; GAP; fc
+HAND_WIDE = total(conv(3, 1, 8, 144),
+                  conv(1, 8, 7, 144), conv(1, 8, 7, 144), conv(3, 7, 14, 144), conv(1, 8, 3, 144),
+                  conv(5, 3, 7, 144), conv(1, 8, 7, 144),
+                  conv(1, 35, 14, 36), conv(1, 35, 14, 36), conv(3, 14, 27, 36), conv(1, 35, 3, 36),
+                  conv(5, 3, 7, 36), conv(1, 35, 7, 36), dense(55, 10))
+
+
+def test_matched_cost_pair_costs_what_the_naive_network_costs(tables):
+    """Inception-S-wide, the reduced modules widened, costs what Inception-naive-S costs: within 1 % of its MACs
+    and no more parameters (GoogLeNet's claim is about equal cost), counted by hand."""
+    wide, naive = lesson.MATCHED
+    assert (tables[wide].params_total, tables[wide].macs) == HAND_WIDE
+    assert 0.99 < tables[wide].macs / tables[naive].macs <= 1.0
+    assert tables[wide].params_total < tables[naive].params_total
+    assert MEMBERS[wide].family == "Inception" and MEMBERS[naive].family == "Inception, no 1x1 reductions"
+
+
+def test_front_members_of_the_means():
+    from course.seeds import Spread
+
+    ms = [lesson.Member(n, "f", None) for n in "abcd"]
+    res = {"a": {"test": Spread((0.5, 0.5))}, "b": {"test": Spread((0.4, 0.4))},
+           "c": {"test": Spread((0.8, 0.9))}, "d": {"test": Spread((0.7, 0.7))}}
+    assert lesson.front_members(ms, {"a": 1, "b": 2, "c": 5, "d": 3}, res) == ["a", "d", "c"]  # b dominated by a
+    assert lesson.front_members(ms, {"a": 9, "b": 2, "c": 5, "d": 3}, res) == ["b", "d", "c"]
+
+
+def test_run_study_measures_training_accuracy_as_test_accuracy_is():
+    """``"train"`` is eval mode after the last epoch (with train_eval >= the training set: the accuracy
+    ``training.evaluate`` gives on all of it), ``"running"`` the running train-mode mean; without train_eval only
+    the running mean is there."""
+    from course import data, training
+
+    ds = data.digits(12)
+    small = data.Dataset("d", ds.x_train[:128], ds.y_train[:128], ds.x_test[:64], ds.y_test[:64], ds.classes)
+    m = MEMBERS["ResNet-8"]
+    res = lesson.run_study([m], lambda s: small, [0, 1], epochs=1, train_eval=1000)
+    model = lesson.build(m, SHAPE, 1)
+    training.fit(model, (small.x_train, small.y_train), epochs=1, batch_size=64, lr=3e-3, seed=1, verbose=False)
+    assert res[m.name]["train"].values[1] == pytest.approx(
+        training.evaluate(model, small.x_train, small.y_train)["accuracy"])
+    assert res[m.name]["test"].values[1] == pytest.approx(
+        training.evaluate(model, small.x_test, small.y_test)["accuracy"])
+    assert set(res[m.name]) == {"test", "train", "running"}
+    assert set(lesson.run_study([m], lambda s: small, [0, 1], epochs=1, train_eval=None)[m.name]) == {
+        "test", "running"}
+
+
+def test_table_names_how_each_accuracy_is_measured(tables):
+    from course.seeds import Spread
+
+    res = {n: {"test": Spread((0.5, 0.6)), "train": Spread((0.7, 0.7)), "running": Spread((0.4, 0.4))}
+           for n in MEMBERS}
+    head = lesson.table(list(MEMBERS.values()), tables, res).splitlines()[:2]
+    assert "running training" in head[0] and head[1].count("(eval mode)") == 2 and "(train mode)" in head[1]
+
+
+def test_every_point_of_the_front_plot_is_labelled_and_no_labels_overlap(tables):
+    """Fifteen points per panel, each with its own label (plain-8 and ResNet-8 share an x: the labels tell them
+    apart), no two labels overlapping, every text at least 9 pt; the minor ticks of the log axes unlabelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.text import Annotation, Text
+
+    from course.seeds import Spread
+
+    rng = np.random.default_rng(0)
+    res = {n: {"test": Spread(tuple(rng.uniform(0.3, 0.9, 3)))} for n in MEMBERS}
+    res["ResNet-8"] = {"test": Spread((0.80, 0.81, 0.82))}
+    res["plain-8"] = {"test": Spread((0.79, 0.80, 0.81))}  # nearly on top of its twin
+    members = list(MEMBERS.values())
+    costs = {"MACs per example": {n: t.macs for n, t in tables.items()},
+             "parameters": {n: t.params_total for n, t in tables.items()}}
+    fig = lesson.plot_front(members, costs, res)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        anns = [a for a in ax.texts if isinstance(a, Annotation)]
+        assert sorted(a.get_text() for a in anns) == sorted(lesson.short_name(n) for n in MEMBERS)
+        boxes = [Text.get_window_extent(a, renderer) for a in anns]  # the text, without its leader line
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert all(t.get_text() == "" for t in ax.xaxis.get_minorticklabels())
+    texts = [t for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+    assert min(t.get_fontsize() for t in texts) >= 9
+
+
+def test_measuring_the_last_epoch_only_gives_the_numbers_of_one_fit_call():
+    """run_study measures the eval-mode training accuracy after the last epoch only; weights, batches, optimizer
+    state and the training subset are those of one ``fit(..., train_eval=N)`` call."""
+    from course import data, training
+
+    ds = data.digits(12)
+    x, y = ds.x_train[:192], ds.y_train[:192]
+    for name in ("ResNet-8", "CNN-8"):
+        a, b = lesson.build(MEMBERS[name], SHAPE, 4), lesson.build(MEMBERS[name], SHAPE, 4)
+        one = training.fit(a, (x, y), epochs=3, batch_size=64, lr=3e-3, seed=4, verbose=False, train_eval=100)
+        last = lesson.fit_measuring_last_epoch(b, (x, y), epochs=3, batch_size=64, lr=3e-3, seed=4, train_eval=100)
+        assert last.train_eval_accuracy == one.train_eval_accuracy[-1:]
+        assert last.train_accuracy == one.train_accuracy[-1:] and last.epoch == [3]
+        assert training.evaluate(a, ds.x_test, ds.y_test) == training.evaluate(b, ds.x_test, ds.y_test)

@@ -85,7 +85,8 @@ def main_path(norms: Mapping[str, float]) -> np.ndarray:
 
 
 def degradation_runs(data: Dataset, depths: Sequence[int], seed_list: Sequence[int], *, widths: Sequence[int],
-                     epochs: int, batch: int, tx, lr: float, grad_batch: int | None = None
+                     epochs: int, batch: int, tx, lr: float, grad_batch: int | None = None,
+                     train_eval: int | None = None
                      ) -> tuple[dict[str, list[training.History]], dict[str, list[np.ndarray]]]:
     """Train plain-``d`` and ResNet-``d`` for every depth ``d`` and seed (He et al. Sec. 4.1, Fig. 6 in
     miniature): same data, same optimizer ``tx``, same number of steps, the same batch order for the twins of one
@@ -94,7 +95,12 @@ def degradation_runs(data: Dataset, depths: Sequence[int], seed_list: Sequence[i
     Returns ``(histories, grads)``: ``histories["plain-56"]`` is one :class:`~course.training.History` per seed;
     ``grads["plain-56"]`` one array per seed, the gradient norm of every main-path conv layer at initialisation
     (input side first), measured by :func:`first_step_grad_norms` on ``grad_batch`` training examples drawn with
-    the seed (default: ``batch``, so the compiled step is the training one)."""
+    the seed (default: ``batch``, so the compiled step is the training one).
+
+    ``train_eval=N`` passes on to :func:`course.training.fit`: after every epoch, a fixed subset of N training
+    examples is evaluated in eval mode, as the test split is (``History.train_eval_accuracy``), so that training
+    and test accuracy are measured the same way. ``History.train_accuracy`` stays the running mean over the
+    epoch's batches in train mode (BatchNorm on batch statistics, weights moving)."""
     histories: dict[str, list[training.History]] = {}
     grads: dict[str, list[np.ndarray]] = {}
     n = grad_batch or batch
@@ -106,7 +112,8 @@ def degradation_runs(data: Dataset, depths: Sequence[int], seed_list: Sequence[i
                 g = first_step_grad_norms(net, data.x_train[pick], data.y_train[pick], tx, lr, seed=s)
                 grads.setdefault(name, []).append(main_path(g))
                 histories.setdefault(name, []).append(
-                    training.fit(net, data, epochs=epochs, batch_size=batch, tx=tx, seed=s, verbose=False))
+                    training.fit(net, data, epochs=epochs, batch_size=batch, tx=tx, seed=s, verbose=False,
+                                 train_eval=train_eval))
     return histories, grads
 
 
@@ -121,31 +128,46 @@ def _style(name: str) -> dict:
                 lw=2 if kind == "plain" else 2.2)
 
 
+#: What each History metric measures, as the figures title it (course.training.History).
+METRIC_TITLES = {
+    "train_accuracy": "training error, running mean\n(train mode, over the epoch's batches)",
+    "train_eval_accuracy": "training error, end of epoch\n(eval mode, fixed training subset)",
+    "test_accuracy": "test error, end of epoch\n(eval mode, the test split)",
+}
+LEGEND_HANDLE = 4.0  # legend line samples, in font sizes: long enough to show a dash
+
+
+def _legend_title(kinds: str) -> str:
+    return f"{kinds}; plain networks dashed, ResNets solid"
+
+
 def plot_degradation(histories: Mapping[str, Sequence[training.History]],
-                     metrics: Sequence[str] = ("train_accuracy", "test_accuracy"),
-                     figsize: tuple[float, float] = (10, 4.4)) -> Figure:
-    """Error (1 - accuracy, in %) per epoch as the paper's Fig. 6 draws it, one panel per metric: the mean over
-    seeds as a line, ± one sample standard deviation as a band; plain networks dashed, ResNets solid, one colour
-    per depth."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=figsize, squeeze=False)
+                     metrics: Sequence[str] = ("train_accuracy", "train_eval_accuracy", "test_accuracy"),
+                     figsize: tuple[float, float] = (12, 4.4)) -> Figure:
+    """Error (1 - accuracy, in %) per epoch as the paper's Fig. 6 draws it, one panel per metric of
+    :class:`~course.training.History` (a metric no run recorded is left out): the mean over seeds as a line, ± one
+    sample standard deviation as a band; plain networks dashed, ResNets solid, one colour per depth. The panels
+    are titled with what they measure: the running train-mode mean is not measured the way the test error is."""
+    metrics = [m for m in metrics if all(h[m] for hs in histories.values() for h in hs)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=figsize, squeeze=False, sharey=True)
     for ax, metric in zip(axes[0], metrics):
         for name, hs in histories.items():
             mean, sd = seeds_mod.stack([[100 * (1 - a) for a in h[metric]] for h in hs])
             epochs = hs[0]["epoch"]
             ax.plot(epochs, mean, marker="o", ms=4, label=name, **_style(name))
             ax.fill_between(epochs, mean - sd, mean + sd, color=_style(name)["color"], alpha=0.15, lw=0)
-        ax.set_title(metric.replace("_accuracy", " error").replace("train", "training"), fontsize=11)
+        ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=10)
         ax.set_xlabel("epoch", fontsize=10)
-        ax.set_ylabel("error (%)", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 100)
         ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("error (%)", fontsize=10)
     n = {len(hs) for hs in histories.values()}
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=10, frameon=False,
-               title=f"mean ± sd over {'/'.join(map(str, sorted(n)))} seeds; plain dashed, ResNet solid",
-               title_fontsize=9)
+               handlelength=LEGEND_HANDLE,
+               title=_legend_title(f"mean ± sd over {'/'.join(map(str, sorted(n)))} seeds"), title_fontsize=9)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
 
@@ -153,7 +175,9 @@ def plot_degradation(histories: Mapping[str, Sequence[training.History]],
 def plot_grad_profiles(grads: Mapping[str, Sequence[np.ndarray]], figsize: tuple[float, float] = (10, 3.6)
                        ) -> Figure:
     """Gradient norm of every main-path conv layer at initialisation (log scale), input side on the left: the
-    geometric mean over seeds as a line and its ± one sd (of the log) as a band."""
+    geometric mean over seeds as a line and its ± one sd (of the log) as a band. Plain networks dashed, ResNets
+    solid, one colour per depth; the legend's line samples are long enough to show the dashes, and its title
+    says which is which."""
     fig, ax = plt.subplots(figsize=figsize)
     for name, runs in grads.items():
         mean, sd = seeds_mod.stack(np.log10(np.stack(runs)))  # (layers,) each, of the log
@@ -167,7 +191,9 @@ def plot_grad_profiles(grads: Mapping[str, Sequence[np.ndarray]], figsize: tuple
     ax.set_title("gradient norm per conv layer at initialisation, before any training", fontsize=11)
     ax.tick_params(labelsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, ncol=2)
+    n = {len(r) for r in grads.values()}
+    ax.legend(fontsize=9, ncol=2, handlelength=LEGEND_HANDLE, title_fontsize=9,
+              title=_legend_title(f"geometric mean ± sd over {'/'.join(map(str, sorted(n)))} seeds"))
     fig.tight_layout()
     return fig
 
