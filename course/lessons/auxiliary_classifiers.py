@@ -312,9 +312,9 @@ def plot_network(model: GoogLeNet, figsize: tuple[float, float] = (12, 3.4)) -> 
     x, y0, w, h = 0.0, 0.0, 0.9, 0.9
     colour = {ConvSpec: "#9ecae1", PoolSpec: "#d9d9d9", LRNSpec: "#f0f0f0", InceptionRow: "#fdae6b"}
 
-    def box(xc, yc, text, fc, fontsize=9):
-        ax.add_patch(FancyBboxPatch((xc - w / 2, yc - h / 2), w, h, boxstyle="round,pad=0.02", fc=fc, ec="k",
-                                    lw=0.8))
+    def box(xc, yc, text, fc, fontsize=9, width=w):
+        ax.add_patch(FancyBboxPatch((xc - width / 2, yc - h / 2), width, h, boxstyle="round,pad=0.02", fc=fc,
+                                    ec="k", lw=0.8))
         ax.text(xc, yc, text, ha="center", va="center", fontsize=fontsize)
 
     def label(item):
@@ -333,7 +333,7 @@ def plot_network(model: GoogLeNet, figsize: tuple[float, float] = (12, 3.4)) -> 
             i = model.aux_after.index(item.name) + 1
             ax.annotate("", (x, y0 + 1.8 - h / 2), (x, y0 + h / 2), arrowprops=dict(arrowstyle="->", lw=1))
             box(x, y0 + 1.8, f"aux{i}\nhead", "#c7e9c0")
-            box(x, y0 + 3.0, f"softmax\n{i}", "#fcbba1")
+            box(x, y0 + 3.0, f"softmax\n{i}", "#fcbba1", width=1.25)  # wide enough for its label
             ax.annotate("", (x, y0 + 3.0 - h / 2), (x, y0 + 1.8 + h / 2), arrowprops=dict(arrowstyle="->", lw=1))
         ax.annotate("", (x + 1 - w / 2, y0), (x + w / 2, y0), arrowprops=dict(arrowstyle="->", lw=0.8))
         x += 1
@@ -341,8 +341,8 @@ def plot_network(model: GoogLeNet, figsize: tuple[float, float] = (12, 3.4)) -> 
         box(x, y0, text, fc)
         ax.annotate("", (x + 1 - w / 2, y0), (x + w / 2, y0), arrowprops=dict(arrowstyle="->", lw=0.8))
         x += 1
-    box(x, y0, "softmax\n0", "#fcbba1")
-    ax.set_xlim(-0.6, x + 0.6)
+    box(x + 0.15, y0, "softmax\n0", "#fcbba1", width=1.25)
+    ax.set_xlim(-0.6, x + 0.9)
     ax.set_ylim(-0.8, 3.7)
     ax.set_aspect("equal")
     ax.axis("off")
