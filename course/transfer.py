@@ -46,8 +46,8 @@ class LinearProbe(nnx.Module):
     Frozen features can sit on scales that make plain gradient descent crawl (ReLU features pooled over
     positions are all positive, share a large common offset and differ by small spreads; an untrained
     network's are tiny). Standardising them first is the usual linear-probe protocol (He et al., "Masked
-    Autoencoders Are Scalable Vision Learners", CVPR 2022, Appendix A.2: "an extra BatchNorm layer without
-    affine transformation"). The
+    Autoencoders Are Scalable Vision Learners", CVPR 2022, Appendix A.1, "Linear probing": "an extra BatchNorm
+    layer without affine transformation"). The
     normalisation has no trainable parameters: the probe trains exactly ``in_features * num_classes +
     num_classes`` numbers. ``momentum=0.9`` lets the running statistics settle within a few dozen steps.
     """

@@ -15,6 +15,10 @@ feature cache saves at scale, the classifier as a sliding window, and the notebo
   every position followed by the average (both are linear), so the head is a 1x1 convolution, and averaging its
   scores over 4x4 windows of the ``conv3`` map of a larger image scores every 16x16 window at stride 4 in one
   pass (CS231n, "Converting FC layers to CONV layers"; Sermanet et al., "OverFeat", ICLR 2014).
+  :func:`window_scores` is the reference, crop by crop; with ``context`` it gives each crop its real
+  surroundings, which is all the one-pass map adds. :func:`place_digits`, :func:`window_kinds` and
+  :func:`window_outcomes` say which windows of a map are right: those on a digit name it or not, empty windows
+  have no right answer (a classifier trained on digits only has no "nothing here" class).
 """
 from __future__ import annotations
 
@@ -95,17 +99,90 @@ def class_score_map(net: nnx.Module, probe: transfer.LinearProbe, x: np.ndarray)
 
 
 def window_scores(net: nnx.Module, probe: transfer.LinearProbe, x: np.ndarray, stride: int = 4,
-                  size: int = 16) -> np.ndarray:
+                  size: int = 16, context: int = 0) -> np.ndarray:
     """The reference for :func:`class_score_map`: every ``size`` x ``size`` crop at ``stride`` run through the
-    network separately (each crop zero-padded at its own border). Returns (B, rows, cols, C)."""
+    network separately (each crop zero-padded at its own border). Returns (B, rows, cols, C).
+
+    ``context`` > 0 (a multiple of the network's total stride, 4) cuts each crop with ``context`` pixels of its
+    real surroundings on every side (zeros beyond the image), runs the network on that, and averages the
+    ``conv3`` map over the window's own positions only. Where the surroundings lie inside the image and reach
+    as far as the padding's effect does (8 pixels for three 3x3 convolutions and two 2x2 pools), this is exactly
+    the one-pass map: what the one pass adds to a crop is its borders' real neighbours."""
+    if context % 4 or size % 4:
+        raise ValueError(f"context={context} and size={size} must be multiples of the network's stride, 4")
     net.eval()
     probe.eval()
-    b, hh, ww, _ = x.shape
+    b, hh, ww, ch = x.shape
     rows, cols = (hh - size) // stride + 1, (ww - size) // stride + 1
-    crops = np.stack([x[:, i * stride:i * stride + size, j * stride:j * stride + size]
-                      for i in range(rows) for j in range(cols)], axis=1)  # (B, rows*cols, size, size, 1)
-    feats = net.intermediates(jnp.asarray(crops.reshape(-1, size, size, x.shape[-1])))[1]["gap"]
+    xp = np.pad(x, ((0, 0), (context, context), (context, context), (0, 0)))  # zeros beyond the image
+    full = size + 2 * context
+    crops = np.stack([xp[:, i * stride:i * stride + full, j * stride:j * stride + full]
+                      for i in range(rows) for j in range(cols)], axis=1)  # (B, rows*cols, full, full, C)
+    conv3 = net.intermediates(jnp.asarray(crops.reshape(-1, full, full, ch)))[1]["conv3"]  # (N, full/4, full/4, D)
+    c, n = context // 4, size // 4
+    feats = conv3[:, c:c + n, c:c + n].mean(axis=(1, 2))  # the window's own positions; = "gap" when context = 0
     return np.asarray(probe(feats)).reshape(b, rows, cols, -1)
+
+
+def place_digits(digits: np.ndarray, centres: Sequence[tuple[int, int]], shape: tuple[int, int]) -> np.ndarray:
+    """Images of ``shape`` (H, W), zero everywhere except ``K`` small digits: ``digits`` (B, K, h, w, 1) are
+    placed with their centres at ``centres`` [(row, col)] * K. Returns (B, H, W, 1)."""
+    b, k, h, w, _ = digits.shape
+    if len(centres) != k:
+        raise ValueError(f"{k} digits per image but {len(centres)} centres")
+    out = np.zeros((b, *shape, 1), np.float32)
+    for n, (r, c) in enumerate(centres):
+        top, left = r - h // 2, c - w // 2
+        if top < 0 or left < 0 or top + h > shape[0] or left + w > shape[1]:
+            raise ValueError(f"a {h}x{w} digit centred at {(r, c)} does not fit in {shape}")
+        out[:, top:top + h, left:left + w] = digits[:, n]
+    return out
+
+
+def window_kinds(map_shape: tuple[int, int], centres: Sequence[tuple[int, int]], stride: int = 4,
+                 size: int = 16, digit: int = 8) -> np.ndarray:
+    """What each window of a (rows, cols) score map holds, for ``digit`` x ``digit`` digits centred at
+    ``centres``: ``kinds[i, j] = (k, offset)`` with ``k`` the index of a digit lying wholly inside window (i, j)
+    and ``offset`` the largest distance, in pixels along a row or a column, between the window's centre and the
+    digit's (0: centred); ``(-1, 0)`` for an empty window (no digit pixel in it) and ``(-2, 0)`` for one that holds
+    part of a digit. Window (i, j) covers rows ``stride*i .. stride*i + size`` (the same for columns)."""
+    rows, cols = map_shape
+    kinds = np.zeros((rows, cols, 2), int)
+    half = digit / 2
+    for i in range(rows):
+        for j in range(cols):
+            r0, c0 = stride * i, stride * j
+            inside = [k for k, (r, c) in enumerate(centres)
+                      if r0 <= r - half and r + half <= r0 + size and c0 <= c - half and c + half <= c0 + size]
+            overlap = any(r0 < r + half and r - half < r0 + size and c0 < c + half and c - half < c0 + size
+                          for r, c in centres)
+            if inside:
+                r, c = centres[inside[0]]
+                kinds[i, j] = inside[0], int(max(abs(r0 + size / 2 - r), abs(c0 + size / 2 - c)))
+            else:
+                kinds[i, j] = (-2 if overlap else -1), 0
+    return kinds
+
+
+def window_outcomes(scores: np.ndarray, labels: np.ndarray, kinds: np.ndarray,
+                    confident: float = 0.5) -> dict[str, float]:
+    """How right a batch of score maps is. ``scores`` (B, rows, cols, C) from :func:`class_score_map`;
+    ``labels`` (B, K) the digits' classes; ``kinds`` from :func:`window_kinds`. Returns the accuracy of the
+    arg-max at the windows centred on a digit ("centred") and at those holding a whole digit off centre
+    ("off centre"), and the share of empty windows whose largest softmax probability exceeds ``confident``
+    ("empty, confident": windows with nothing in them that the classifier still calls a digit)."""
+    guess = scores.argmax(-1)                                                # (B, rows, cols)
+    z = scores - scores.max(-1, keepdims=True)
+    top = (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).max(-1)             # (B, rows, cols)
+    k, off = kinds[..., 0], kinds[..., 1]
+
+    def right(sel):  # nan where the map has no such window
+        hits = [guess[:, i, j] == labels[:, k[i, j]] for i, j in zip(*np.nonzero(sel))]
+        return float(np.mean(hits)) if hits else float("nan")
+
+    empty = top[:, k == -1]
+    return {"centred": right((k >= 0) & (off == 0)), "off centre": right((k >= 0) & (off > 0)),
+            "empty, confident": float((empty > confident).mean()) if empty.size else float("nan")}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -152,29 +229,47 @@ def plot_spectra(spectra: Mapping[str, Sequence[np.ndarray]], top: int = 20, fig
     return fig
 
 
-def plot_score_map(image: np.ndarray, scores: np.ndarray, classes: Sequence[str], stride: int = 4,
-                   size: int = 16, figsize=(10, 4.6)) -> Figure:
-    """The large image (top), then one panel per class (bottom): its score at every window position, on one
-    shared colour scale with a colorbar. ``image`` (H, W); ``scores`` (h, w, C) from :func:`class_score_map`;
-    a window at map position (i, j) covers image rows stride*i .. stride*i + size (same for columns)."""
-    c = scores.shape[-1]
-    fig = plt.figure(figsize=figsize)
-    grid = fig.add_gridspec(2, c, height_ratios=[1.3, 1], hspace=0.35)
-    top = fig.add_subplot(grid[0, :])
-    top.imshow(image, cmap="gray")
-    top.set_title(f"input: every {size}x{size} window at stride {stride} is scored in one pass", fontsize=9)
-    top.set_xticks([])
-    top.set_yticks([])
-    vmin, vmax = float(scores.min()), float(scores.max())
-    axes = [fig.add_subplot(grid[1, k]) for k in range(c)]
-    for k, ax in enumerate(axes):
-        im = ax.imshow(scores[..., k], cmap="viridis", vmin=vmin, vmax=vmax)
-        ax.set_title(f"score of '{classes[k]}'", fontsize=9)
+def plot_score_map(image: np.ndarray, maps: Mapping[str, np.ndarray], classes: Sequence[str],
+                   centres: Sequence[tuple[int, int]], labels: Sequence[int], stride: int = 4, size: int = 16,
+                   figsize=(11, 3.4)) -> Figure:
+    """One panel per score map in ``maps`` ({title: (rows, cols, C) scores}), side by side: the large image
+    ``image`` (H, W) in grey, and at the centre of every window the class its scores pick (the arg-max), coloured
+    by whether it is right: green where a whole digit lies in the window and the pick names it, red where it names
+    another class, grey where the window holds no digit or only part of one (no right answer). Rings mark the
+    digits' centres (``centres`` [(row, col)], classes ``labels``). A window at map position (i, j) covers image
+    rows stride*i .. stride*i + size (the same for columns), so its centre is at stride*i + size/2."""
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
+
+    kinds = window_kinds(next(iter(maps.values())).shape[:2], centres, stride, size)
+    colours = {"right": "#1a9641", "wrong": "#d7191c", "none": "#6a6a6a"}
+    fig, axes = plt.subplots(1, len(maps), figsize=figsize, squeeze=False)
+    for ax, (title, scores) in zip(axes[0], maps.items()):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1.5 * float(image.max()))
+        guess = scores.argmax(-1)
+        for i in range(guess.shape[0]):
+            for j in range(guess.shape[1]):
+                k = kinds[i, j, 0]
+                kind = "none" if k < 0 else ("right" if guess[i, j] == labels[k] else "wrong")
+                ax.text(stride * j + size / 2 - 0.5, stride * i + size / 2 - 0.5, classes[guess[i, j]],
+                        ha="center", va="center", fontsize=9, fontweight="bold", color=colours[kind],
+                        path_effects=[patheffects.withStroke(linewidth=2, foreground="white")])
+        for (r, c) in centres:
+            ax.plot(c - 0.5, r - 0.5, "o", ms=17, mfc="none", mec="#2c7bb6", mew=1.5)
+        ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    cb = fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02)
-    cb.ax.tick_params(labelsize=9)
-    cb.set_label("class score (logit)", fontsize=9)
+    handles = [Line2D([], [], ls="", marker="$5$", ms=9, color=colours["right"], label="a whole digit in the "
+                      "window, named right"),
+               Line2D([], [], ls="", marker="$5$", ms=9, color=colours["wrong"], label="... named wrong"),
+               Line2D([], [], ls="", marker="$5$", ms=9, color=colours["none"], label="no whole digit: no right "
+                      "answer"),
+               Line2D([], [], ls="", marker="o", ms=10, mfc="none", mec="#2c7bb6", mew=1.5, label="a digit's "
+                      "centre")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.suptitle(f"the class each {size}x{size} window (stride {stride}) picks, written at the window's centre",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -202,7 +297,8 @@ def plot_pipeline(feature_dim: int = 64, input_label: str = "image\n16x16x1", fr
     ax.add_patch(FancyBboxPatch((5.35, 0.15), 1.6, 0.7, boxstyle="round,pad=0.05", fc="white", ec="k", ls="--"))
     ax.text(6.15, 0.5, "cache on disk\n(computed once)", ha="center", va="center", fontsize=9)
     ax.add_patch(FancyArrowPatch((6.15, 1.23), (6.15, 0.92), arrowstyle="<|-|>", mutation_scale=10))
-    ax.text(3.5, 0.5, "no gradient flows here:\nrun once per image", ha="center", va="center", fontsize=9,
-            style="italic")
+    ax.text(3.5, 0.5, "frozen, no gradient flows here:\nrun once per image", ha="center", va="center",
+            fontsize=9, style="italic")
+    ax.add_patch(FancyArrowPatch((3.5, 0.85), (3.5, 1.23), arrowstyle="-|>", mutation_scale=10, color="0.3"))
     fig.tight_layout()
     return fig
