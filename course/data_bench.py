@@ -44,14 +44,14 @@ def bench(directory: str, size: int = 224, workers: int = 1, batch: int = 64, im
 def add_parser(sub) -> None:
     p = sub.add_parser("bench-data", help="images/s that the folder pipeline decodes and augments",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("data", metavar="folder:DIR")
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("data", metavar="folder:DIR", help="the image folder to time (DIR/train/<class>/*)")
+    p.add_argument("--size", type=int, default=224, help="the crops' height = width")
     p.add_argument("--workers", type=int, nargs="+", default=[1], metavar="W",
                    help="decoding processes; several values: one line each (e.g. --workers 0 1 2)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=64, help="images per batch")
     p.add_argument("--images", type=int, default=512, help="how many training images to time")
     p.add_argument("--target", type=float, default=5000.0, help="a step rate to feed, in images/s")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
 
 
 def main(args) -> int:

@@ -66,7 +66,7 @@ def launch(processes: int, argv: list[str], poll_s: float = 0.2) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("launch", help="run the train command as N local processes (one CPU device each)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--processes", type=int, required=True, metavar="N")
+    p.add_argument("--processes", type=int, required=True, metavar="N", help="how many local processes to start")
     p.add_argument("argv", nargs="+", metavar="-- train ...", help="the command every process runs")
 
 
