@@ -294,3 +294,48 @@ def test_the_unanswered_student_copy_of_a_real_notebook_fails_every_check_and_gr
     assert list(grades) == [e.id for e in exercises.exercises_of("07")]
     for ex_id, g in grades.items():
         assert not g["passed"] and g["hint"].startswith("not answered yet: store your answer in"), (ex_id, g)
+
+
+def test_the_expected_values_written_into_checks_of_01_and_07_are_the_librarys():
+    from course import counting, models
+    from course.exercises import nb01, nb07
+    from course.models.stn import rotation_theta
+
+    for shape, table in (((32, 32, 1), nb01.PARAMS_32), ((16, 16, 1), nb01.PARAMS_16), (None, nb01.PARAMS_DEFAULT)):
+        shape = {"input_shape": shape} if shape else {}
+        assert {n: counting.param_count(models.build(n, abstract=True, **shape)) for n in table} == table
+    r = evaluate("01.4", params_32={**nb01.PARAMS_32, "mlp": nb01.PARAMS_16["mlp"]})
+    assert "`params_32['mlp']` is not right: that is its count on another input size" in r.hint
+    assert {s: counting.count(models.build("small_cnn", input_shape=(s, s, 1), abstract=True), (s, s, 1)).macs
+            for s in nb07.SMALL_CNN_MACS} == nb07.SMALL_CNN_MACS
+    angles = np.array([-150.0, 0.0, 45.0, 120.0])
+    np.testing.assert_allclose(nb01.rotation(angles), np.asarray(rotation_theta(angles)), atol=1e-6)
+
+
+@pytest.mark.parametrize("answers, hint", [
+    ({"rf_conv2": 8, "rf_conv3": 14}, "the stride doubles at each pooling"),
+    ({"rf_conv2": 8, "rf_conv3": None}, "not answered yet"),
+], ids=["derivation", "unanswered"])
+def test_a_derivation_gets_the_hint_of_its_mistake(answers, hint):
+    assert exercises.evaluate("01.2", {"rf_conv2": 8, "rf_conv3": 18}).passed
+    assert hint in exercises.evaluate("01.2", answers).hint
+
+
+def test_a_function_the_student_writes_gets_the_hint_of_its_mistake():
+    def right(theta):
+        theta = np.asarray(theta)
+        return np.degrees(np.arctan2(theta[:, 1, 0], theta[:, 0, 0]))
+
+    assert evaluate("01.3", predicted_angle=right).passed
+    assert "look like radians" in evaluate("01.3", predicted_angle=lambda t: np.radians(right(t))).hint
+    assert "wrong sign" in evaluate("01.3", predicted_angle=lambda t: -right(t)).hint
+    atan = lambda t: np.degrees(np.arctan(np.asarray(t)[:, 1, 0] / np.asarray(t)[:, 0, 0]))  # noqa: E731
+    assert "loses the quadrant" in evaluate("01.3", predicted_angle=atan).hint
+    assert "shape (7,)" in evaluate("01.3", predicted_angle=lambda t: right(t)[:3]).hint
+
+
+def test_a_curve_gets_the_hint_of_its_mistake():
+    assert exercises.curve_hint("acc", [0.5, 0.6], 2) is None
+    assert "has 1 points: it should have one per setting, 2" in exercises.curve_hint("acc", [0.5], 2)
+    assert "not percentages" in exercises.curve_hint("acc", [50.0, 60.0], 2)
+    assert "should be a list of 2 numbers" in exercises.curve_hint("acc", None, 2)
