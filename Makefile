@@ -8,6 +8,7 @@
 #   make seeds       every notebook at every seed of SEEDS, each claim's outcome and interval: a claim x seed table
 #   make bench       per-step time of each model's train step at the notebook scale
 #   make slides | students | site | map    classroom material in build/ (map: docs/course_map.png)
+#   make grade NOTEBOOKS="..."   execute the given submissions and write each exercise's pass or hint to build/grades.json
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,7 +30,7 @@ LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 export JAX_PLATFORMS ?= cpu
 export PYTHONHASHSEED = 0
 
-.PHONY: setup lab test unit quick nbval nbval-stored nbval-seed notebooks seeds bench bench-gpu slides students site map browser clean
+.PHONY: setup lab test unit quick nbval nbval-stored nbval-seed notebooks seeds bench bench-gpu slides students site map grade browser clean
 
 setup: $(VENV)/.installed
 
@@ -112,6 +113,12 @@ bench-gpu: setup
 
 slides students site map: setup
 	$(BIN)/python -m tools.classroom $@
+
+# Grading (tools/grading.py): each notebook of NOTEBOOKS (students' submissions, named as the course names them) is
+# executed with errors allowed; an unanswered exercise, or one whose cell raises, fails with its hint, never the run.
+GRADES ?= build/grades.json
+grade: setup
+	$(BIN)/python -m tools.grading --out $(GRADES) $(NOTEBOOKS)
 
 # Chromium and its driver from Debian's packages, for the test that opens the built site in a real browser.
 # Installed when missing and this is root with apt-get (CI); otherwise the browser test is skipped, saying so.

@@ -5,11 +5,13 @@ Each notebook describes itself in its metadata, under ``metadata["course"]``::
     {"title": "Why convolutional networks work", "question": "...", "concepts": ["weight sharing", ...],
      "requires": ["01"]}
 
-and tags its exercise prompts ``exercise`` and their folded solutions ``solution``. Everything here is derived
+and tags its exercise prompts ``exercise`` and their folded solutions ``solution``. A checked exercise also has an
+``answer`` code cell (the instructor's answer) and a ``check`` code cell (``exercises.check("NN.k")``), both with
+``metadata["exercise"] = "NN.k"`` (course/exercises). Everything here is derived
 from that: nothing about the course's structure is written twice.
 
     python -m tools.classroom slides   build/slides/NN_topic.slides.html (reveal.js, via nbconvert)
-    python -m tools.classroom students build/students/NN_topic.ipynb (solutions removed)
+    python -m tools.classroom students build/students/NN_topic.ipynb (solutions removed, answers stubbed)
     python -m tools.classroom site     build/site/index.html + one page per notebook, with stored outputs and
                                         links between them; opens offline (MathJax etc. in build/site/vendor)
     python -m tools.classroom map      docs/course_map.png (the README's course map)
@@ -99,12 +101,25 @@ def tag_slides(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 # ----------------------------------------------------------------------------------------------------------
 # Student copies
+def answer_stub(exercise_id: str) -> str:
+    """What a student copy has in place of an answer cell: each variable the check reads, set to None."""
+    from course import exercises
+
+    ex = exercises.get(exercise_id)
+    return "\n".join([f"# Exercise {ex.id}: replace each None with your answer, then run the check below",
+                      *(f"{name} = None" for name in ex.answers)])
+
+
 def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The notebook without its ``solution`` cells; exercise prompts kept, outputs of exercise cells cleared."""
+    """The notebook without its ``solution`` cells, its ``answer`` cells (the instructor's answers, which the checks
+    below them pass) replaced by stubs; exercise prompts and ``check`` cells kept, their outputs cleared."""
     out = copy.deepcopy(nb)
     out.cells = [c for c in out.cells if "solution" not in c.metadata.get("tags", [])]
     for c in out.cells:
-        if "exercise" in c.metadata.get("tags", []) and c.cell_type == "code":
+        tags = c.metadata.get("tags", [])
+        if "answer" in tags:
+            c.source = answer_stub(c.metadata["exercise"])
+        if c.cell_type == "code" and {"exercise", "answer", "check"} & set(tags):
             c.outputs, c.execution_count = [], None
     return out
 
