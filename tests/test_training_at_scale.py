@@ -34,7 +34,9 @@ def test_sentence_names_the_best_batch_and_where_it_levels_off():
     rs = [result(1, 1.0), result(4, 1.6), result(16, 4.0), result(64, 15.0)]   # 1000, 2500, 4000, 4267 images/s
     text = lesson.describe_throughput(rs)
     assert text.startswith("batch 64 carries 4.3x the images per second of batch 1")
-    assert "from batch 16 on" in text
+    assert "batch 16 is the first within 10% of the best" in text and "falls back" not in text
+    falls = lesson.describe_throughput([*rs, result(256, 100.0)])   # 2560 images/s: 60% of the best
+    assert falls.endswith("and batch 256 falls back to 60% of it")
 
 
 def test_sentence_when_the_smallest_batch_is_fastest():

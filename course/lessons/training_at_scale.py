@@ -51,8 +51,12 @@ def describe_throughput(results: Sequence[bench.BenchResult], level: float = 0.9
         return (f"the smallest batch, {first.batch}, is already the fastest ({first.images_per_s:,.0f} images/s): "
                 f"on this device the fixed cost per step is negligible beside the work per example")
     near = next(r for r in results if r.images_per_s >= level * best.images_per_s)
-    return (f"batch {best.batch} carries {best.images_per_s / first.images_per_s:.1f}x the images per second of "
-            f"batch {first.batch}; throughput is within {1 - level:.0%} of its best from batch {near.batch} on")
+    text = (f"batch {best.batch} carries {best.images_per_s / first.images_per_s:.1f}x the images per second of "
+            f"batch {first.batch}; batch {near.batch} is the first within {1 - level:.0%} of the best")
+    last = results[-1]
+    if last.images_per_s < level * best.images_per_s:
+        text += f", and batch {last.batch} falls back to {last.images_per_s / best.images_per_s:.0%} of it"
+    return text
 
 
 def plot_throughput(results: Sequence[bench.BenchResult], fit: tuple[float, float], host_ms: float,
