@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMES = ROOT / "build" / "notebook_times.json"
 README = ROOT / "README.md"
 HEADER = re.compile(r"^\*\*Runs in:\*\*.*?(?=\n\n|\Z)", re.S | re.M)  # the whole paragraph
-README_ROW = re.compile(r"^(\| \[(?P<num>\d\d) [^|]*\]\(notebooks/(?P<file>[^)]+\.ipynb)\) \|.*\| )(?P<t>\d+) s \|$",
+README_ROW = re.compile(r"^(\| \[\d\d [^|]*\]\(notebooks/(?P<file>[^)]+\.ipynb)\) \|.*\| )(?P<t>\d+) s \|$",
                         re.M)
 
 
@@ -62,23 +62,22 @@ def write(notebooks: list[pathlib.Path], times: pathlib.Path = TIMES, readme: pa
     if not times.exists():
         raise SystemExit(f"{times} does not exist: run `make notebooks` first (it records each notebook's time)")
     data = json.loads(times.read_text())
-    text = readme.read_text()
+    in_readme = readme_seconds(readme)
     for nb_path in notebooks:
         if nb_path.name not in data:
             raise SystemExit(f"no time recorded for {nb_path.name} in {times}: run `make notebooks "
                              f"NOTEBOOKS={nb_path}` first")
-        seconds = data[nb_path.name]["seconds"]
+        if nb_path.name not in in_readme:
+            raise SystemExit(f"{readme} has no table row for {nb_path.name} ending in '| N s |'")
         nb = nbformat.read(nb_path, as_version=4)
         cell = next((c for c in nb.cells if c.cell_type == "markdown" and HEADER.search(c.source)), None)
         if cell is None:
             raise SystemExit(f"{nb_path} has no paragraph starting with **Runs in:** to write the time into")
-        cell.source = HEADER.sub(header(seconds).replace("\\", "\\\\"), cell.source, count=1)
+        cell.source = HEADER.sub(lambda _: header(data[nb_path.name]["seconds"]), cell.source, count=1)
         nbformat.write(nb, nb_path)
-        row = re.compile(rf"^(\| \[\d\d [^|]*\]\(notebooks/{re.escape(nb_path.name)}\) \|.*\| )\d+ s \|$", re.M)
-        text, n = row.subn(rf"\g<1>{round(seconds)} s |", text)
-        if n != 1:
-            raise SystemExit(f"{readme} has no table row for {nb_path.name} ending in '| N s |'")
-    readme.write_text(text)
+    names = {p.name for p in notebooks}
+    readme.write_text(README_ROW.sub(lambda m: f"{m[1]}{round(data[m['file']]['seconds'])} s |"
+                                     if m["file"] in names else m[0], readme.read_text()))
 
 
 def main(argv: list[str] | None = None) -> None:
